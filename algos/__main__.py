@@ -1,0 +1,3 @@
+from algos.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""A2C: the synchronous version of Mnih et al. 2016, "Asynchronous Methods for Deep RL" (algorithm S3).
+
+One gradient step per short segment of `num_steps` from every environment:
+
+    A_t  = GAE(gamma, lambda)                    (A_t = delta_t + gamma lambda A_{t+1}; lambda = 1 is n-step)
+    loss = -E[log pi(a_t|s_t) A_t] - beta H[pi(.|s_t)] + c_v E[(R_t - V(s_t))^2]
+
+with RMSprop as in the paper (and SB3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from algos import common
+
+
+@dataclass
+class Hyperparameters:
+    name: str = "a2c"
+    learning_rate: float = 7e-4  # RMSprop step size
+    anneal_lr: bool = False
+    rms_alpha: float = 0.99  # RMSprop smoothing constant
+    rms_eps: float = 1e-5
+    num_steps: int = 5  # segment length per env (n of n-step returns)
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    norm_adv: bool = False
+    ent_coef: float = 0.0  # beta
+    vf_coef: float = 0.5  # c_v
+    max_grad_norm: float = 0.5
+
+    def __post_init__(self):
+        common.require_positive(self, "learning_rate", "rms_eps", "num_steps", "max_grad_norm")
+        common.require_fraction(self, "rms_alpha", "gamma", "gae_lambda")
+        common.require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
+
+
+def actor_critic_loss(logprob, entropy, values, advantages, returns, ent_coef, vf_coef):
+    """Returns (total, policy, value, entropy) terms of the A2C loss."""
+    policy_loss = -(logprob * advantages).mean()
+    value_loss = 0.5 * ((returns - values) ** 2).mean()
+    entropy_mean = entropy.mean()
+    return policy_loss - ent_coef * entropy_mean + vf_coef * value_loss, policy_loss, value_loss, entropy_mean
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    hp, run, agent, rollout, num_updates = common.setup(cfg, "a2c", Hyperparameters, run_dir)
+    optimizer = torch.optim.RMSprop(agent.parameters(), lr=hp.learning_rate, alpha=hp.rms_alpha, eps=hp.rms_eps)
+
+    for update in range(num_updates):
+        lr = hp.learning_rate * ((1.0 - update / num_updates) if hp.anneal_lr else 1.0)
+        optimizer.param_groups[0]["lr"] = lr
+        batch = rollout.collect(hp.gae_lambda)
+        adv = batch.advantages
+        if hp.norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+        logprob, entropy, values = agent.evaluate(batch.obs, batch.actions)
+        loss, pg_loss, v_loss, ent = actor_critic_loss(logprob, entropy, values, adv, batch.returns,
+                                                       hp.ent_coef, hp.vf_coef)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(agent.parameters(), hp.max_grad_norm, foreach=True)
+        optimizer.step()
+
+        if update % 10 == 0 or update == num_updates - 1:  # A2C updates are tiny; log every tenth
+            run.log_update(rollout, {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
+                                     "losses/entropy": ent.item(), "charts/learning_rate": lr})
+    return run.finish(agent, rollout, {"optimizer": optimizer})
+
+
+if __name__ == "__main__":
+    from algos.cli import main
+
+    main(algo="a2c")

@@ -1,0 +1,537 @@
+"""Shared plumbing for every algorithm file: hyperparameter checking, seeding, the agent contract and its
+networks, fixed-length rollouts with GAE, evaluation, TensorBoard logging, checkpoints and the run summary.
+
+An algorithm file imports from here and keeps only its own math. The agent contract (DESIGN.md section 3):
+
+    agent.act(obs)               -> action, logprob, value      (rollouts, no grad)
+    agent.evaluate(obs, action)  -> logprob, entropy, value     (updates)
+    agent.distribution(obs)      -> torch Distribution          (KL terms, Fisher-vector products)
+    agent.value(obs)             -> value
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.utils.tensorboard import SummaryWriter
+
+log = logging.getLogger("tokengym")
+
+# Argument validation in torch.distributions costs more than the tiny networks here; inputs come from our own code.
+Distribution.set_default_validate_args(False)
+
+
+# --------------------------------------------------------------------------------------------------- config
+class ConfigError(ValueError):
+    """A bad setting, caught before any work starts; the message names the value and what would be valid."""
+
+
+def load_hyperparameters(schema: type, algo_cfg: DictConfig):
+    """Merge the `algo` config group into the algorithm's dataclass, checking names and types.
+
+    The dataclass's `__post_init__` then checks ranges, so a bad value stops the run before anything starts.
+    """
+    valid = ", ".join(f.name for f in dataclasses.fields(schema))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), algo_cfg)
+    except ConfigKeyError as err:
+        raise ConfigError(f"unknown hyperparameter algo.{err.key} for {schema.__module__}; valid: {valid}") from None
+    except ValidationError as err:
+        raise ConfigError(f"bad value for algo.{err.key}: {err.msg.splitlines()[0]}") from None
+    return OmegaConf.to_object(merged)
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def require_positive(hp, *names: str) -> None:
+    for name in names:
+        value = getattr(hp, name)
+        require(value > 0, f"algo.{name}={value} must be > 0")
+
+
+def require_fraction(hp, *names: str) -> None:
+    for name in names:
+        value = getattr(hp, name)
+        require(0.0 <= value <= 1.0, f"algo.{name}={value} must lie in [0, 1]")
+
+
+# --------------------------------------------------------------------------------------------------- seeding
+def seed_everything(seed: int, torch_threads: int) -> None:
+    """Seed numpy and torch and pin the thread count, so that a CPU run repeats exactly."""
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(torch_threads)
+    torch.use_deterministic_algorithms(True)
+    torch.set_flush_denormal(True)  # tanh saturation makes denormal gradients, which are slow on x86
+
+
+# --------------------------------------------------------------------------------------------------- networks
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant bias (Huang et al. 2022, detail 2)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def mlp(in_dim: int, hidden_sizes: list[int], activation: str) -> nn.Sequential:
+    require(activation in ACTIVATIONS, f"net.activation={activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [layer_init(nn.Linear(in_dim, size)), ACTIVATIONS[activation]()]
+        in_dim = size
+    return nn.Sequential(*layers)
+
+
+class NatureCNN(nn.Module):
+    """Mnih et al. 2015 torso: uint8 frames (C, 84, 84) scaled to [0, 1], three convolutions, 512 units."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+            layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs / 255.0)
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance (parallel algorithm of Chan et al.) kept as buffers, so checkpoints hold them."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.clip = clip
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.to(torch.float64).reshape(-1, *self.mean.shape)
+        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean.float()) / torch.sqrt(self.var.float() + 1e-8)
+        return torch.clamp(z, -self.clip, self.clip)
+
+
+class CategoricalHead(nn.Module):
+    """Logits for Discrete actions. Log-probabilities and entropy are computed from one log_softmax rather
+    than through torch.distributions.Categorical, whose object set-up costs more than these small networks
+    (tests/test_common.py checks both give the same numbers)."""
+
+    def __init__(self, torso_dim: int, n_actions: int):
+        super().__init__()
+        self.linear = layer_init(nn.Linear(torso_dim, n_actions), std=0.01)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.linear(features), dim=-1)
+
+    def sample(self, logp: torch.Tensor) -> torch.Tensor:
+        # Inverse-CDF sampling: the action is the number of CDF values below u ~ U(0, 1) (torch.multinomial
+        # costs several times more on these small batches). The clamp guards rounding in the last CDF value.
+        u = torch.rand(logp.shape[:-1] + (1,))
+        return (logp.exp().cumsum(-1) < u).sum(-1).clamp_(max=logp.shape[-1] - 1)
+
+    def log_prob_entropy(self, logp: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_prob = logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        return log_prob, -(logp.exp() * logp).sum(-1)
+
+    def mode(self, logp: torch.Tensor) -> torch.Tensor:
+        return logp.argmax(-1)
+
+    def distribution(self, logp: torch.Tensor) -> Distribution:
+        return Categorical(logits=logp)
+
+
+class GaussianHead(nn.Module):
+    """Mean for Box actions, with a state-independent log standard deviation (diagonal Gaussian)."""
+
+    def __init__(self, torso_dim: int, action_dim: int):
+        super().__init__()
+        self.linear = layer_init(nn.Linear(torso_dim, action_dim), std=0.01)
+        self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def sample(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean + self.log_std.exp() * torch.randn_like(mean)
+
+    def log_prob_entropy(self, mean: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = (action - mean) / self.log_std.exp()
+        log_prob = (-0.5 * z**2 - self.log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(mean.shape[:-1])
+        return log_prob, entropy
+
+    def mode(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean
+
+    def distribution(self, mean: torch.Tensor) -> Distribution:
+        return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
+
+
+class Agent(nn.Module):
+    """Actor-critic over any Gymnasium spaces: a torso per observation kind, a head per action kind.
+
+    Actor and critic torsos are separate modules, or one shared module (Atari's Nature CNN).
+    """
+
+    def __init__(self, actor_torso: nn.Module, critic_torso: nn.Module, torso_dim: int,
+                 action_space: gym.Space, obs_normalizer: RunningMeanStd | None = None):
+        super().__init__()
+        self.actor_torso, self.critic_torso = actor_torso, critic_torso
+        self.obs_normalizer = obs_normalizer
+        if isinstance(action_space, gym.spaces.Box):
+            self.policy_head = GaussianHead(torso_dim, int(np.prod(action_space.shape)))
+        else:
+            self.policy_head = CategoricalHead(torso_dim, int(action_space.n))
+        self.value_head = layer_init(nn.Linear(torso_dim, 1), std=1.0)
+
+    def _prepare(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_normalizer.normalize(obs) if self.obs_normalizer is not None else obs
+
+    def _head_outputs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = self._prepare(obs)
+        actor_features = self.actor_torso(obs)
+        critic_features = actor_features if self.critic_torso is self.actor_torso else self.critic_torso(obs)
+        return self.policy_head(actor_features), self.value_head(critic_features).squeeze(-1)
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        return self.policy_head.distribution(self.policy_head(self.actor_torso(self._prepare(obs))))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.critic_torso(self._prepare(obs))).squeeze(-1)
+
+    @torch.inference_mode()
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        policy_out, value = self._head_outputs(obs)
+        action = self.policy_head.sample(policy_out)
+        return action, self.policy_head.log_prob_entropy(policy_out, action)[0], value
+
+    def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        policy_out, value = self._head_outputs(obs)
+        return *self.policy_head.log_prob_entropy(policy_out, action), value
+
+    @torch.inference_mode()
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The evaluation policy: the mode (argmax, or the Gaussian mean)."""
+        return self.policy_head.mode(self.policy_head(self.actor_torso(self._prepare(obs))))
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """The policy's own parameters (TRPO's natural-gradient step moves only these)."""
+        return list(self.actor_torso.parameters()) + list(self.policy_head.parameters())
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list(self.critic_torso.parameters()) + list(self.value_head.parameters())
+
+
+def make_agent(obs_space: gym.Space, action_space: gym.Space, net_cfg: DictConfig) -> Agent:
+    """Pick the torso from the observation space: vectors -> two MLPs, uint8 images -> one shared Nature CNN."""
+    require(isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)),
+            f"action space {action_space} is not supported; use Discrete or Box")
+    if isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1:
+        hidden = list(net_cfg.hidden_sizes)
+        require(len(hidden) > 0 and min(hidden) > 0, f"net.hidden_sizes={hidden} must be positive sizes")
+        normalizer = RunningMeanStd(obs_space.shape) if net_cfg.normalize_obs else None
+        actor, critic = (mlp(obs_space.shape[0], hidden, net_cfg.activation) for _ in range(2))
+        return Agent(actor, critic, hidden[-1], action_space, normalizer)
+    if isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 3 and obs_space.dtype == np.uint8:
+        torso = NatureCNN(obs_space.shape[0])
+        return Agent(torso, torso, 512, action_space)
+    raise ConfigError(f"observation space {obs_space} has no agent; vectors and (C, H, W) uint8 images do")
+
+
+def slice_distribution(dist: Distribution, index: torch.Tensor) -> Distribution:
+    """The distributions of a minibatch, taken from a whole batch's distribution (old-policy KL terms)."""
+    if isinstance(dist, Categorical):
+        return Categorical(logits=dist.logits[index])
+    base = dist.base_dist
+    return Independent(Normal(base.loc[index], base.scale[index]), 1)
+
+
+# --------------------------------------------------------------------------------------------------- rollouts
+def gae(rewards: torch.Tensor, values: torch.Tensor, episode_ends: torch.Tensor, last_value: torch.Tensor,
+        gamma: float, lam: float) -> torch.Tensor:
+    """Generalized advantage estimation (Schulman et al. 2016, eq. 16), arrays shaped (T, num_envs).
+
+    delta_t = r_t + gamma * V(s_{t+1}) * (1 - end_t) - V(s_t)
+    A_t     = delta_t + gamma * lam * (1 - end_t) * A_{t+1}
+    `end_t` marks the last step of an episode. A time-limit truncation is an end too: the rollout has
+    already added gamma * V(final observation) to its reward, so it is bootstrapped, while a termination is not.
+    With lam = 1, A_t + V(s_t) is the discounted reward-to-go.
+    """
+    advantages = torch.zeros_like(rewards)
+    next_advantage, next_value = torch.zeros_like(last_value), last_value
+    for t in reversed(range(rewards.shape[0])):
+        not_end = 1.0 - episode_ends[t]
+        delta = rewards[t] + gamma * next_value * not_end - values[t]
+        next_advantage = delta + gamma * lam * not_end * next_advantage
+        advantages[t] = next_advantage
+        next_value = values[t]
+    return advantages
+
+
+@dataclass
+class Batch:
+    """One rollout flattened to (num_steps * num_envs, ...) samples."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.advantages.shape[0]
+
+    def minibatch_indices(self, num_minibatches: int) -> Iterator[torch.Tensor | slice]:
+        """A fresh shuffle of the whole batch, cut into equal minibatches (Huang et al. 2022, detail 6).
+        A single minibatch is the whole batch, whose mean gradient no order changes: no shuffle, no copy."""
+        if num_minibatches == 1:
+            yield slice(None)
+        else:
+            yield from torch.randperm(len(self)).chunk(num_minibatches)
+
+
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return (the reward normalisation of PPO's
+    continuous-control code, as in gymnasium's NormalizeReward), kept here so checkpoints hold its state."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.gamma, self.stats = gamma, RunningMeanStd(())
+        self.discounted = np.zeros(num_envs)
+
+    def __call__(self, rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
+        self.discounted = self.discounted * self.gamma + rewards
+        self.stats.update(torch.as_tensor(self.discounted))
+        self.discounted[episode_ends] = 0.0
+        return rewards / np.sqrt(self.stats.var.item() + 1e-8)
+
+
+class Rollout:
+    """Fixed-length segments of `num_steps` from each of the vector env's environments (Huang et al. 2022,
+    detail 1), with the bootstrap at time-limit truncation done right (SB3 #633, CleanRL #198)."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, agent: Agent, num_steps: int, gamma: float, seed: int,
+                 scale_rewards: bool = False):
+        self.envs, self.agent, self.num_steps, self.gamma = envs, agent, num_steps, gamma
+        self.reward_scaler = RewardScaler(envs.num_envs, gamma) if scale_rewards else None
+        obs, _ = envs.reset(seed=seed)
+        envs.action_space.seed(seed)
+        self.next_obs = torch.as_tensor(obs)
+        self.global_step = 0
+        self.finished_episodes: list[tuple[int, float, int]] = []  # (global step, return, length)
+        self._obs_for_stats: torch.Tensor | None = None
+
+    def collect(self, gae_lambda: float) -> Batch:
+        agent, n, steps = self.agent, self.envs.num_envs, self.num_steps
+        if agent.obs_normalizer is not None and self._obs_for_stats is not None:
+            # Stats move only between batches, so a batch is collected and updated under the same normaliser.
+            agent.obs_normalizer.update(self._obs_for_stats)
+        obs, actions, logprobs, values = [], [], [], []
+        rewards, ends = np.zeros((steps, n), dtype=np.float32), np.zeros((steps, n), dtype=np.float32)
+        for t in range(steps):
+            action, logprob, value = agent.act(self.next_obs)
+            next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
+            ends[t] = terminated | truncated
+            rewards[t] = self.reward_scaler(reward, ends[t] > 0) if self.reward_scaler is not None else reward
+            if "final_obs" in info:
+                rewards[t] += self._truncation_bootstrap(truncated & ~terminated, info)
+                self._record_episodes(info)
+            obs.append(self.next_obs); actions.append(action); logprobs.append(logprob); values.append(value)
+            self.next_obs = torch.as_tensor(next_obs)
+            self.global_step += n
+        with torch.inference_mode():
+            last_value = agent.value(self.next_obs)
+        values_t, obs_t = torch.stack(values), torch.stack(obs)
+        advantages = gae(torch.from_numpy(rewards), values_t, torch.from_numpy(ends), last_value, self.gamma,
+                         gae_lambda)
+        self._obs_for_stats = obs_t
+        flat = lambda x: x.reshape(-1, *x.shape[2:])
+        return Batch(flat(obs_t), flat(torch.stack(actions)), flat(torch.stack(logprobs)), flat(values_t),
+                     flat(advantages), flat(advantages + values_t))
+
+    def _truncation_bootstrap(self, truncated: np.ndarray, info: dict) -> np.ndarray:
+        """gamma * V(s_T) for environments cut by a time limit; their s_T is in info['final_obs']."""
+        bonus = np.zeros(len(truncated), dtype=np.float32)
+        if truncated.any():
+            idx = np.flatnonzero(truncated)
+            final_obs = torch.as_tensor(np.stack(info["final_obs"][idx]))
+            with torch.inference_mode():
+                bonus[idx] = self.gamma * self.agent.value(final_obs).numpy()
+        return bonus
+
+    def _record_episodes(self, info: dict) -> None:
+        """Episode statistics from RecordEpisodeStatistics, which sits innermost (raw, unclipped return)."""
+        final = info.get("final_info", {})
+        if "episode" not in final:
+            return
+        ep, mask = final["episode"], final["_episode"]
+        for i in np.flatnonzero(mask):
+            self.finished_episodes.append((self.global_step, float(ep["r"][i]), int(ep["l"][i])))
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+def evaluate_policy(agent: Agent, env_cfg: DictConfig, episodes: int, seed: int) -> np.ndarray:
+    """Undiscounted returns of `episodes` episodes under the greedy policy, one episode per environment."""
+    from envs import make_vector_env
+
+    envs = make_vector_env(env_cfg, episodes, training=False)
+    obs, _ = envs.reset(seed=seed)
+    returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    while not done.all():
+        obs, _, _, _, info = envs.step(agent.greedy_action(torch.as_tensor(obs)).numpy())
+        final = info.get("final_info", {})
+        if "episode" in final:
+            first = final["_episode"] & ~done
+            returns[first] = final["episode"]["r"][first]
+            done |= first
+    envs.close()
+    return returns
+
+
+# --------------------------------------------------------------------------------------------------- runs
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("torch", "gymnasium", "ale-py", "transformers", "hydra-core", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def atomic_torch_save(obj: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: a crash mid-write never replaces the last good file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Run:
+    """One run = one folder: resolved config, TensorBoard events, checkpoint, summary.json (DESIGN.md sec. 7)."""
+
+    def __init__(self, cfg: DictConfig, algo: str, run_dir: Path):
+        self.cfg, self.algo, self.dir = cfg, algo, run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        self.writer = SummaryWriter(str(self.dir))
+        self.start_time = time.perf_counter()
+        self._episodes_logged = 0
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def log_update(self, rollout: Rollout, scalars: dict[str, float]) -> None:
+        """Write the new finished episodes and this update's losses; x-axis = environment steps."""
+        new = rollout.finished_episodes[self._episodes_logged:]
+        for step, ret, length in new:
+            self.writer.add_scalar("charts/episodic_return", ret, step)
+            self.writer.add_scalar("charts/episodic_length", length, step)
+        self._episodes_logged += len(new)
+        sps = rollout.global_step / (time.perf_counter() - self.start_time)
+        self.log_scalars(rollout.global_step, {**scalars, "charts/SPS": sps})
+
+    def save_checkpoint(self, agent: Agent, optimizers: dict[str, torch.optim.Optimizer], global_step: int) -> Path:
+        path = self.dir / "checkpoint.pt"
+        atomic_torch_save({
+            "meta": {"algo": self.algo, "env": self.cfg.env.id, "global_step": global_step},
+            "agent": agent.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        }, path)
+        return path
+
+    def finish(self, agent: Agent, rollout: Rollout, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+        """Final checkpoint, final evaluation, summary.json; returns the summary."""
+        wall = time.perf_counter() - self.start_time
+        self.save_checkpoint(agent, optimizers, rollout.global_step)
+        returns = evaluate_policy(agent, self.cfg.env, self.cfg.eval_episodes, self.cfg.seed + 10_000)
+        summary = {
+            "algo": self.algo, "env": self.cfg.env.id, "seed": self.cfg.seed,
+            "total_env_steps": rollout.global_step, "wall_clock_s": round(wall, 3),
+            "steps_per_second": round(rollout.global_step / wall, 1),
+            "eval": {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": len(returns),
+                     "policy": "deterministic (argmax / Gaussian mean)", "returns": returns.tolist()},
+            "versions": library_versions(), "git_commit": git_commit(),
+        }
+        self.log_scalars(rollout.global_step, {"eval/mean_return": summary["eval"]["mean"]})
+        self.writer.close()
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("eval return %.1f +- %.1f over %d episodes; run folder: %s",
+                 returns.mean(), returns.std(), len(returns), self.dir)
+        print(f"run folder: {self.dir}", file=sys.stderr)
+        return summary
+
+
+def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
+    """Everything an algorithm needs before its loop: checked hyperparameters, seeds, envs, agent, run folder."""
+    from envs import make_vector_env
+
+    hp = load_hyperparameters(schema, cfg.algo)
+    require(cfg.total_timesteps > 0, f"total_timesteps={cfg.total_timesteps} must be > 0")
+    require(cfg.env.num_envs > 0, f"env.num_envs={cfg.env.num_envs} must be > 0")
+    require(cfg.eval_episodes > 0, f"eval_episodes={cfg.eval_episodes} must be > 0")
+    batch_size = cfg.env.num_envs * hp.num_steps
+    minibatches = getattr(hp, "num_minibatches", 1)
+    require(batch_size % minibatches == 0,
+            f"a batch of env.num_envs * algo.num_steps = {cfg.env.num_envs} * {hp.num_steps} = {batch_size} "
+            f"samples cannot be split into algo.num_minibatches={minibatches} equal minibatches; "
+            f"choose a divisor of {batch_size}")
+    require(cfg.total_timesteps >= batch_size,
+            f"total_timesteps={cfg.total_timesteps} is less than one batch ({batch_size} samples)")
+    seed_everything(cfg.seed, cfg.torch_threads)
+    envs = make_vector_env(cfg.env, cfg.env.num_envs, training=True)
+    agent = make_agent(envs.single_observation_space, envs.single_action_space, cfg.net)
+    rollout = Rollout(envs, agent, hp.num_steps, hp.gamma, cfg.seed, scale_rewards=cfg.env.normalize_reward)
+    num_updates = cfg.total_timesteps // batch_size
+    return hp, Run(cfg, algo, run_dir), agent, rollout, num_updates
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is a perfect critic, 0 no better than a constant."""
+    var = target.var()
+    return float("nan") if var == 0 else float(1 - (target - predicted).var() / var)

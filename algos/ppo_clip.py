@@ -1,0 +1,126 @@
+"""PPO-clip: Schulman et al. 2017, "Proximal Policy Optimization Algorithms", section 3 and eq. 9.
+
+    r_t(theta) = pi_theta(a_t | s_t) / pi_theta_old(a_t | s_t)
+    L^CLIP     = E_t[ min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t) ]                      (eq. 7)
+    L          = E_t[ L^CLIP - c_1 (V_theta(s_t) - V_t^targ)^2 + c_2 H[pi_theta](s_t) ]    (eq. 9, maximised)
+
+Advantages come from GAE(lambda) over fixed-length segments of vectorised environments, and are normalised
+per minibatch; several epochs of shuffled minibatches follow each rollout. Options: value clipping (CleanRL
+clips by default, SB3 does not; off here by default), linear annealing of the learning rate and of eps, and
+early stopping of the epochs once the approximate KL exceeds `target_kl` (the epoch loop stops, as in CleanRL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from algos import common
+
+
+@dataclass
+class Hyperparameters:
+    name: str = "ppo_clip"
+    learning_rate: float = 2.5e-4  # Adam step size at the start (annealed linearly to 0 if anneal_lr)
+    anneal_lr: bool = True
+    adam_eps: float = 1e-5
+    num_steps: int = 128  # environment steps per env per rollout (segment length)
+    num_minibatches: int = 4  # minibatches the num_envs * num_steps samples are cut into, each epoch
+    update_epochs: int = 4  # passes over each batch
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2  # eps of eq. 7
+    anneal_clip: bool = False  # anneal eps linearly to 0 with the learning rate (rl-zoo's "lin_0.2")
+    clip_vloss: bool = False  # clip the value update to V_old +- clip_coef (CleanRL's default is True)
+    norm_adv: bool = True
+    ent_coef: float = 0.01  # c_2
+    vf_coef: float = 0.5  # c_1
+    max_grad_norm: float = 0.5  # global gradient-norm clip
+    target_kl: float | None = None  # stop the epochs of an update once approx_kl exceeds this
+
+    def __post_init__(self):
+        common.require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches",
+                                "update_epochs", "clip_coef", "max_grad_norm")
+        common.require_fraction(self, "gamma", "gae_lambda")
+        common.require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
+        common.require(self.target_kl is None or self.target_kl > 0, f"algo.target_kl={self.target_kl} must be > 0")
+
+
+def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """-L^CLIP (eq. 7), negated for gradient descent."""
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages
+    return -torch.min(unclipped, clipped).mean()
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+               clip_coef: float | None) -> torch.Tensor:
+    """0.5 (V - V^targ)^2; with clip_coef, the pessimistic max with V_old + clip(V - V_old, +-clip_coef)."""
+    loss = (values - returns) ** 2
+    if clip_coef is not None:
+        clipped = old_values + torch.clamp(values - old_values, -clip_coef, clip_coef)
+        loss = torch.max(loss, (clipped - returns) ** 2)
+    return 0.5 * loss.mean()
+
+
+def approx_kl(logratio: torch.Tensor) -> torch.Tensor:
+    """KL(pi_old || pi) estimated as E[(r - 1) - log r] (Schulman's k3 estimator: unbiased, always >= 0)."""
+    return ((logratio.exp() - 1) - logratio).mean()
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_clip", Hyperparameters, run_dir)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
+
+    for update in range(num_updates):
+        remaining = 1.0 - update / num_updates
+        lr = hp.learning_rate * (remaining if hp.anneal_lr else 1.0)
+        clip = hp.clip_coef * (remaining if hp.anneal_clip else 1.0)
+        optimizer.param_groups[0]["lr"] = lr
+        batch = rollout.collect(hp.gae_lambda)
+
+        clipfracs, stop_early = [], False
+        for _ in range(hp.update_epochs):
+            for idx in batch.minibatch_indices(hp.num_minibatches):
+                logprob, entropy, values = agent.evaluate(batch.obs[idx], batch.actions[idx])
+                logratio = logprob - batch.logprobs[idx]
+                ratio = logratio.exp()
+                adv = batch.advantages[idx]
+                if hp.norm_adv:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+                pg_loss = clipped_surrogate_loss(ratio, adv, clip)
+                v_loss = value_loss(values, batch.values[idx], batch.returns[idx], clip if hp.clip_vloss else None)
+                entropy_loss = entropy.mean()
+                loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
+
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(agent.parameters(), hp.max_grad_norm, foreach=True)
+                optimizer.step()
+
+                with torch.no_grad():
+                    kl = approx_kl(logratio)
+                    clipfracs.append(((ratio - 1.0).abs() > clip).float().mean())
+                if hp.target_kl is not None and kl > hp.target_kl:
+                    stop_early = True
+                    break
+            if stop_early:
+                break
+
+        run.log_update(rollout, {
+            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
+            "losses/entropy": entropy_loss.item(), "losses/approx_kl": kl.item(),
+            "losses/clipfrac": torch.stack(clipfracs).mean().item(), "charts/learning_rate": lr,
+            "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
+        })
+    return run.finish(agent, rollout, {"optimizer": optimizer})
+
+
+if __name__ == "__main__":
+    from algos.cli import main
+
+    main(algo="ppo_clip")

@@ -1,0 +1,106 @@
+"""PPO with an adaptive KL penalty: Schulman et al. 2017, section 4.
+
+    L^KLPEN(theta) = E_t[ r_t(theta) A_t - beta KL(pi_old(.|s_t) || pi_theta(.|s_t)) ]           (eq. 8)
+
+After each update's epochs, with d = the measured mean KL over the batch:
+    d < d_targ / 1.5  ->  beta <- beta / 2;      d > d_targ * 1.5  ->  beta <- beta * 2.
+The value loss and entropy bonus are those of eq. 9; one optimizer, several epochs of minibatches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch.distributions import kl_divergence
+
+from algos import common
+
+
+@dataclass
+class Hyperparameters:
+    name: str = "ppo_penalty"
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True
+    adam_eps: float = 1e-5
+    num_steps: int = 128
+    num_minibatches: int = 4
+    update_epochs: int = 10
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    target_kl: float = 0.01  # d_targ
+    init_beta: float = 1.0
+    norm_adv: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+    def __post_init__(self):
+        common.require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches", "update_epochs",
+                                "target_kl", "init_beta", "max_grad_norm")
+        common.require_fraction(self, "gamma", "gae_lambda")
+        common.require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
+
+
+def kl_penalty_loss(ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor, beta: float) -> torch.Tensor:
+    """-L^KLPEN (eq. 8), negated for gradient descent."""
+    return -(ratio * advantages).mean() + beta * kl.mean()
+
+
+def adapt_beta(beta: float, kl: float, target_kl: float) -> float:
+    """The adaptive rule of section 4 (1.5 and 2 are the paper's constants)."""
+    if kl < target_kl / 1.5:
+        return beta / 2
+    if kl > target_kl * 1.5:
+        return beta * 2
+    return beta
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_penalty", Hyperparameters, run_dir)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
+    beta = hp.init_beta
+
+    for update in range(num_updates):
+        lr = hp.learning_rate * ((1.0 - update / num_updates) if hp.anneal_lr else 1.0)
+        optimizer.param_groups[0]["lr"] = lr
+        batch = rollout.collect(hp.gae_lambda)
+        with torch.no_grad():
+            old_dist = agent.distribution(batch.obs)
+
+        for _ in range(hp.update_epochs):
+            for idx in batch.minibatch_indices(hp.num_minibatches):
+                logprob, entropy, values = agent.evaluate(batch.obs[idx], batch.actions[idx])
+                ratio = torch.exp(logprob - batch.logprobs[idx])
+                adv = batch.advantages[idx]
+                if hp.norm_adv:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                kl = kl_divergence(common.slice_distribution(old_dist, idx), agent.distribution(batch.obs[idx]))
+
+                pg_loss = kl_penalty_loss(ratio, adv, kl, beta)
+                v_loss = 0.5 * ((values - batch.returns[idx]) ** 2).mean()
+                loss = pg_loss - hp.ent_coef * entropy.mean() + hp.vf_coef * v_loss
+
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(agent.parameters(), hp.max_grad_norm, foreach=True)
+                optimizer.step()
+
+        with torch.no_grad():
+            measured_kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean().item()
+        run.log_update(rollout, {
+            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
+            "losses/entropy": entropy.mean().item(), "losses/approx_kl": measured_kl, "losses/kl_beta": beta,
+            "charts/learning_rate": lr,
+            "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
+        })
+        beta = adapt_beta(beta, measured_kl, hp.target_kl)
+    return run.finish(agent, rollout, {"optimizer": optimizer})
+
+
+if __name__ == "__main__":
+    from algos.cli import main
+
+    main(algo="ppo_penalty")

@@ -1,0 +1,32 @@
+"""Classic control (CartPole, Acrobot, MountainCar, Pendulum, ...) or any Gymnasium id with vector observations."""
+
+import difflib
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from omegaconf import DictConfig
+
+from algos.common import ConfigError
+
+
+def check_env_id(env_id: str) -> None:
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}" if close else "see gymnasium.pprint_registry() for all ids"
+        raise ConfigError(f"env.id={env_id!r} is not a registered Gymnasium environment; {hint}")
+
+
+def make_single_env(env_id: str) -> gym.Env:
+    # RecordEpisodeStatistics sits innermost, so the logged return is the raw one.
+    env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, disable_env_checker=True))
+    if isinstance(env.action_space, gym.spaces.Box):
+        env = gym.wrappers.ClipAction(env)  # the Gaussian's sample is stored unclipped; the env sees it clipped
+    return env
+
+
+def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.vector.VectorEnv:
+    """Same-step autoreset: a finished episode's last observation arrives in info['final_obs'], which the
+    rollout needs to bootstrap at a time limit. `training` makes no difference for classic control."""
+    check_env_id(env_cfg.id)
+    return SyncVectorEnv([lambda: make_single_env(env_cfg.id) for _ in range(num_envs)],
+                         autoreset_mode=AutoresetMode.SAME_STEP)
