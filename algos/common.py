@@ -233,7 +233,7 @@ class Agent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.value_head(self.critic_torso(self._prepare(obs))).squeeze(-1)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         policy_out, value = self._head_outputs(obs)
         action = self.policy_head.sample(policy_out)
@@ -243,7 +243,7 @@ class Agent(nn.Module):
         policy_out, value = self._head_outputs(obs)
         return *self.policy_head.log_prob_entropy(policy_out, action), value
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
         """The evaluation policy: the mode (argmax, or the Gaussian mean)."""
         return self.policy_head.mode(self.policy_head(self.actor_torso(self._prepare(obs))))
@@ -367,13 +367,13 @@ class Rollout:
             next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
             ends[t] = terminated | truncated
             rewards[t] = self.reward_scaler(reward, ends[t] > 0) if self.reward_scaler is not None else reward
+            self.global_step += n
             if "final_obs" in info:
                 rewards[t] += self._truncation_bootstrap(truncated & ~terminated, info)
                 self._record_episodes(info)
             obs.append(self.next_obs); actions.append(action); logprobs.append(logprob); values.append(value)
             self.next_obs = torch.as_tensor(next_obs)
-            self.global_step += n
-        with torch.inference_mode():
+        with torch.no_grad():
             last_value = agent.value(self.next_obs)
         values_t, obs_t = torch.stack(values), torch.stack(obs)
         advantages = gae(torch.from_numpy(rewards), values_t, torch.from_numpy(ends), last_value, self.gamma,
@@ -389,7 +389,7 @@ class Rollout:
         if truncated.any():
             idx = np.flatnonzero(truncated)
             final_obs = torch.as_tensor(np.stack(info["final_obs"][idx]))
-            with torch.inference_mode():
+            with torch.no_grad():
                 bonus[idx] = self.gamma * self.agent.value(final_obs).numpy()
         return bonus
 

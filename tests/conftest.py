@@ -1,0 +1,40 @@
+"""Shared fixtures: configs composed from conf/ exactly as the command line composes them."""
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+class TargetEnv(gym.Env):
+    """One-step continuous task: observe a target in [-1, 1], reward -(action - target)^2.
+    A policy that ignores the target scores -1/3 on average; a learned one scores near 0."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Box(-2, 2, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = self.np_random.uniform(-1, 1, size=1).astype(np.float32)
+        return self.target, {}
+
+    def step(self, action):
+        return self.target, -float(((action - self.target) ** 2).sum()), True, False, {}
+
+
+if "TargetEnv-v0" not in gym.registry:
+    gym.register(id="TargetEnv-v0", entry_point=TargetEnv)
+
+
+@pytest.fixture
+def compose_cfg():
+    return compose_config
