@@ -50,7 +50,8 @@ def actor_critic_loss(logprob, entropy, values, advantages, returns, ent_coef, v
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "a2c", Hyperparameters, run_dir)
-    optimizer = torch.optim.RMSprop(agent.parameters(), lr=hp.learning_rate, alpha=hp.rms_alpha, eps=hp.rms_eps)
+    params = list(agent.parameters())
+    optimizer = torch.optim.RMSprop(params, lr=hp.learning_rate, alpha=hp.rms_alpha, eps=hp.rms_eps, foreach=True)
 
     for update in range(num_updates):
         lr = hp.learning_rate * ((1.0 - update / num_updates) if hp.anneal_lr else 1.0)
@@ -65,7 +66,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                                                        hp.ent_coef, hp.vf_coef)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(agent.parameters(), hp.max_grad_norm, foreach=True)
+        torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
         optimizer.step()
 
         if update % 10 == 0 or update == num_updates - 1:  # A2C updates are tiny; log every tenth

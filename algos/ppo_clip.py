@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from algos import common
@@ -59,11 +60,10 @@ def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_c
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                clip_coef: float | None) -> torch.Tensor:
     """0.5 (V - V^targ)^2; with clip_coef, the pessimistic max with V_old + clip(V - V_old, +-clip_coef)."""
-    loss = (values - returns) ** 2
-    if clip_coef is not None:
-        clipped = old_values + torch.clamp(values - old_values, -clip_coef, clip_coef)
-        loss = torch.max(loss, (clipped - returns) ** 2)
-    return 0.5 * loss.mean()
+    if clip_coef is None:
+        return 0.5 * F.mse_loss(values, returns)
+    clipped = old_values + torch.clamp(values - old_values, -clip_coef, clip_coef)
+    return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
 
 
 def approx_kl(logratio: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,8 @@ def approx_kl(logratio: torch.Tensor) -> torch.Tensor:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_clip", Hyperparameters, run_dir)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
+    params = list(agent.parameters())
+    optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
 
     for update in range(num_updates):
         remaining = 1.0 - update / num_updates
@@ -99,7 +100,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
                 optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(agent.parameters(), hp.max_grad_norm, foreach=True)
+                torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
                 optimizer.step()
 
                 with torch.no_grad():

@@ -60,7 +60,8 @@ def adapt_beta(beta: float, kl: float, target_kl: float) -> float:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_penalty", Hyperparameters, run_dir)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
+    params = list(agent.parameters())
+    optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
     beta = hp.init_beta
 
     for update in range(num_updates):
@@ -85,7 +86,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
                 optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(agent.parameters(), hp.max_grad_norm, foreach=True)
+                torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
                 optimizer.step()
 
         with torch.no_grad():
