@@ -52,8 +52,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "a2c", Hyperparameters, run_dir)
     params = list(agent.parameters())
     optimizer = torch.optim.RMSprop(params, lr=hp.learning_rate, alpha=hp.rms_alpha, eps=hp.rms_eps, foreach=True)
+    first_update, state = run.start({"optimizer": optimizer}, {})
 
-    for update in range(num_updates):
+    for update in range(first_update, num_updates):
         lr = hp.learning_rate * ((1.0 - update / num_updates) if hp.anneal_lr else 1.0)
         optimizer.param_groups[0]["lr"] = lr
         batch = rollout.collect(hp.gae_lambda)
@@ -69,10 +70,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
         optimizer.step()
 
-        if update % 10 == 0 or update == num_updates - 1:  # A2C updates are tiny; log every tenth
-            run.log_update(rollout, {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-                                     "losses/entropy": ent.item(), "charts/learning_rate": lr})
-    return run.finish(agent, rollout, {"optimizer": optimizer})
+        run.end_update(update, {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
+                                "losses/entropy": ent.item(), "charts/learning_rate": lr}, state)
+    return run.finish(state)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 import dataclasses
 import importlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -11,22 +13,87 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from algos.common import ConfigError
-
+from algos.common import CheckpointError, ConfigError, NonFiniteError, Preempted, StopSignal
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+OmegaConf.register_new_resolver("if_null", lambda value, default: default if value is None else value, replace=True)
+
+EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128  # a signal exits 128 + its number, as shells do
+
+
+def differing_settings(saved: DictConfig, given: DictConfig) -> list[str]:
+    saved_flat = {k: v for k, v in _flatten(OmegaConf.to_container(saved, resolve=True)).items() if k != "resume"}
+    given_flat = {k: v for k, v in _flatten(OmegaConf.to_container(given, resolve=True)).items() if k != "resume"}
+    return [f"{k} (saved {saved_flat.get(k)!r}, given {given_flat.get(k)!r})"
+            for k in sorted(saved_flat.keys() | given_flat.keys()) if saved_flat.get(k) != given_flat.get(k)]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_for_run_dir(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A folder with a checkpoint continues with the config it was started with. `resume=<folder>` alone takes
+    that config as it is; settings given on the command line must agree with it."""
+    if cfg.resume is not None and not (run_dir / "checkpoint.pt").exists():
+        raise ConfigError(f"resume={cfg.resume}: no checkpoint.pt in that folder; give a run folder that "
+                          f"holds one, or drop resume= to start a new run")
+    saved_path = run_dir / "config.yaml"
+    if not (run_dir / "checkpoint.pt").exists() or not saved_path.exists():
+        return cfg
+    saved = OmegaConf.load(saved_path)
+    given = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra."))]
+    if cfg.resume is not None and not given:
+        saved.resume = cfg.resume
+        return saved
+    diffs = differing_settings(saved, cfg)
+    if diffs:
+        raise ConfigError(f"{run_dir} holds a run started with other settings: {'; '.join(diffs[:5])}. "
+                          f"Resume it with its own settings (resume={run_dir} alone), or start a new run in "
+                          f"another folder")
+    return cfg
+
+
+def install_stop_handlers() -> dict:
+    """SIGTERM/SIGINT -> checkpoint after the current update, then stop (main thread only, where Python
+    allows handlers)."""
+    StopSignal.received = None
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, StopSignal.handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def run_job(cfg: DictConfig) -> float:
     """Train one job; returns the final evaluation mean (the objective Hydra sweepers optimise)."""
-    algo = importlib.import_module(f"algos.{cfg.algo.name}")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    previous_handlers = install_stop_handlers()
     try:
-        summary = algo.train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as err:
-        print(f"tokengym: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        cfg = config_for_run_dir(cfg, run_dir)
+        print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+        summary = importlib.import_module(f"algos.{cfg.algo.name}").train(cfg, run_dir)
+    except (ConfigError, CheckpointError) as err:
+        sys.exit(_fail(f"tokengym: error: {err}", EXIT_BAD_INPUT))
+    except NonFiniteError as err:
+        sys.exit(_fail(f"tokengym: stopped: {err}", EXIT_NON_FINITE))
+    except Preempted as err:
+        sys.exit(_fail(f"tokengym: {err}", EXIT_SIGNAL + signal.Signals[StopSignal.received].value))
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    print(f"run folder: {run_dir} (eval return {summary['eval']['mean']:.1f})", file=sys.stderr)
     return summary["eval"]["mean"]
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
 
 
 def chosen_algos(overrides: list) -> list[str]:

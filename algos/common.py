@@ -15,7 +15,9 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +43,18 @@ Distribution.set_default_validate_args(False)
 # --------------------------------------------------------------------------------------------------- config
 class ConfigError(ValueError):
     """A bad setting, caught before any work starts; the message names the value and what would be valid."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be loaded safely, or that belongs to another algorithm, env or network."""
+
+
+class NonFiniteError(RuntimeError):
+    """A loss, gradient, reward or observation became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM or SIGINT arrived: the run finished its update, wrote a checkpoint and stopped."""
 
 
 def load_hyperparameters(schema: type, algo_cfg: DictConfig):
@@ -339,6 +353,13 @@ class RewardScaler:
         self.discounted[episode_ends] = 0.0
         return rewards / np.sqrt(self.stats.var.item() + 1e-8)
 
+    def state_dict(self) -> dict:
+        return {"discounted": torch.from_numpy(self.discounted.copy()), "stats": self.stats.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.discounted = state["discounted"].numpy().copy()
+        self.stats.load_state_dict(state["stats"])
+
 
 class Rollout:
     """Fixed-length segments of `num_steps` from each of the vector env's environments (Huang et al. 2022,
@@ -352,6 +373,7 @@ class Rollout:
         envs.action_space.seed(seed)
         self.next_obs = torch.as_tensor(obs)
         self.global_step = 0
+        self.batches_collected = 0
         self.finished_episodes: list[tuple[int, float, int]] = []  # (global step, return, length)
         self._obs_for_stats: torch.Tensor | None = None
 
@@ -373,15 +395,43 @@ class Rollout:
                 self._record_episodes(info)
             obs.append(self.next_obs); actions.append(action); logprobs.append(logprob); values.append(value)
             self.next_obs = torch.as_tensor(next_obs)
+        obs_t = torch.stack(obs)
+        self._check_finite(rewards, obs_t)
+        self.batches_collected += 1
         with torch.no_grad():
             last_value = agent.value(self.next_obs)
-        values_t, obs_t = torch.stack(values), torch.stack(obs)
+        values_t = torch.stack(values)
         advantages = gae(torch.from_numpy(rewards), values_t, torch.from_numpy(ends), last_value, self.gamma,
                          gae_lambda)
         self._obs_for_stats = obs_t
         flat = lambda x: x.reshape(-1, *x.shape[2:])
         return Batch(flat(obs_t), flat(torch.stack(actions)), flat(torch.stack(logprobs)), flat(values_t),
                      flat(advantages), flat(advantages + values_t))
+
+    def _check_finite(self, rewards: np.ndarray, obs: torch.Tensor) -> None:
+        where = f"in update {self.batches_collected} (environment steps up to {self.global_step})"
+        if not np.isfinite(rewards).all():
+            bad = rewards[~np.isfinite(rewards)][0]
+            raise NonFiniteError(f"the environment returned a non-finite reward ({bad}) {where}")
+        if obs.is_floating_point() and not torch.isfinite(obs).all():
+            raise NonFiniteError(f"the environment returned a non-finite observation {where}")
+
+    def state_dict(self) -> dict:
+        from envs.snapshot import vector_env_state
+
+        return {"next_obs": self.next_obs, "global_step": self.global_step,
+                "batches_collected": self.batches_collected, "obs_for_stats": self._obs_for_stats,
+                "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
+                "envs": vector_env_state(self.envs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        from envs.snapshot import restore_vector_env_state
+
+        self.next_obs, self.global_step = state["next_obs"], state["global_step"]
+        self.batches_collected, self._obs_for_stats = state["batches_collected"], state["obs_for_stats"]
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        restore_vector_env_state(self.envs, state["envs"])
 
     def _truncation_bootstrap(self, truncated: np.ndarray, info: dict) -> np.ndarray:
         """gamma * V(s_T) for environments cut by a time limit; their s_T is in info['final_obs']."""
@@ -444,66 +494,168 @@ def library_versions() -> dict[str, str | None]:
     return found
 
 
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a crash mid-write never replaces the last good file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+def atomic_write(path: Path, write) -> None:
+    """Write to a temporary file, flush it to disk, then rename over `path`: a crash or power cut mid-write
+    leaves the previous file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path) -> dict:
+    """Load with torch's weights-only unpickler: tensors and plain data only, never code from the file."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"refused to load {path}: it holds objects other than tensors and plain data, "
+                              f"which could run code ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0]}); it may be "
+                              f"truncated or corrupt: delete it to start the run afresh") from None
+
+
+def check_checkpoint_fits(checkpoint: dict, path: Path, algo: str, env_id: str, agent: nn.Module) -> None:
+    meta = checkpoint.get("meta", {})
+    if (meta.get("algo"), meta.get("env")) != (algo, env_id):
+        raise CheckpointError(f"{path} is a checkpoint of {meta.get('algo')} on {meta.get('env')}, but this run "
+                              f"is {algo} on {env_id}; resume it with the same algo and env, or use another folder")
+    ours = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
+    if ours != theirs:
+        diffs = [f"{k}: checkpoint {theirs.get(k)}, this agent {ours.get(k)}"
+                 for k in sorted(ours.keys() | theirs.keys()) if ours.get(k) != theirs.get(k)]
+        raise CheckpointError(f"{path} was saved by a network of another shape ({'; '.join(diffs[:3])}); "
+                              f"use the run's own net settings (its config.yaml)")
+
+
+class StopSignal:
+    """SIGTERM (a scheduler pre-empting the job) or SIGINT: the CLI installs `handler`; the run checkpoints
+    at the end of the current update and stops."""
+
+    received: str | None = None
+
+    @classmethod
+    def handler(cls, signum, frame) -> None:
+        cls.received = signal.Signals(signum).name
+
+
 class Run:
-    """One run = one folder: resolved config, TensorBoard events, checkpoint, summary.json (DESIGN.md sec. 7)."""
+    """One run = one folder: resolved config, TensorBoard events, checkpoint, summary.json (DESIGN.md sec. 7).
 
-    def __init__(self, cfg: DictConfig, algo: str, run_dir: Path):
+    `start` resumes from the folder's checkpoint when there is one; `end_update` is called once per update
+    (checks, logging, checkpoints, stop signals); `finish` writes the final checkpoint and the summary.
+    """
+
+    def __init__(self, cfg: DictConfig, algo: str, run_dir: Path, agent: Agent, rollout: Rollout,
+                 num_updates: int, kl_target: float | None):
         self.cfg, self.algo, self.dir = cfg, algo, run_dir
+        self.agent, self.rollout, self.num_updates, self.kl_target = agent, rollout, num_updates, kl_target
+        self.checkpoint_path = run_dir / "checkpoint.pt"
+        self.log_every = max(1, num_updates // 1000)  # at most about a thousand points per loss curve
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def start(self, optimizers: dict[str, torch.optim.Optimizer], algo_state: dict) -> tuple[int, dict]:
+        """Returns (first update to run, algorithm state), both from the checkpoint when resuming."""
+        self.optimizers, first_update, self.wall_before = optimizers, 0, 0.0
+        if self.checkpoint_path.exists():
+            first_update, algo_state = self._restore()
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        self.writer = SummaryWriter(str(self.dir))
-        self.start_time = time.perf_counter()
-        self._episodes_logged = 0
+        atomic_write(self.dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(self.cfg, resolve=True).encode()))
+        # purge_step hides the events a killed process wrote after its last checkpoint (those at steps >= the
+        # first step this process will log), so curves continue with no duplicated steps.
+        purge = self.rollout.global_step + 1 if first_update else None
+        self.writer = SummaryWriter(str(self.dir), purge_step=purge)
+        self.start_time = self.last_checkpoint_time = time.perf_counter()
+        self.start_step = self.rollout.global_step
+        return first_update, algo_state
 
-    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    def _restore(self) -> tuple[int, dict]:
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        check_checkpoint_fits(checkpoint, self.checkpoint_path, self.algo, self.cfg.env.id, self.agent)
+        self.agent.load_state_dict(checkpoint["agent"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        self.rollout.load_state_dict(checkpoint["rollout"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        self.wall_before = checkpoint["meta"]["wall_clock_s"]
+        next_update = checkpoint["meta"]["next_update"]
+        log.info("resuming %s from update %d (environment step %d)", self.checkpoint_path, next_update,
+                 self.rollout.global_step)
+        return next_update, checkpoint["algo_state"]
+
+    def save_checkpoint(self, next_update: int, algo_state: dict) -> None:
+        self.writer.flush()  # events up to this checkpoint are on disk before it is
+        state = {
+            "meta": {"algo": self.algo, "env": self.cfg.env.id, "global_step": self.rollout.global_step,
+                     "next_update": next_update, "wall_clock_s": self.wall_clock()},
+            "agent": self.agent.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "algo_state": algo_state, "rollout": self.rollout.state_dict(), "torch_rng": torch.get_rng_state(),
+        }
+        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+        self.last_checkpoint_time = time.perf_counter()
+
+    def wall_clock(self) -> float:
+        """Training time over every session of this run."""
+        return self.wall_before + time.perf_counter() - self.start_time
+
+    def end_update(self, update: int, scalars: dict[str, float], algo_state: dict) -> None:
+        self._check_finite(update, scalars)
+        self._log(update, scalars)
+        due = time.perf_counter() - self.last_checkpoint_time >= self.cfg.checkpoint_interval_s
+        if due or StopSignal.received:
+            self.save_checkpoint(update + 1, algo_state)
+        if StopSignal.received:
+            raise Preempted(f"{StopSignal.received} received: stopped after update {update + 1} of "
+                            f"{self.num_updates} with a checkpoint; continue with resume={self.dir}")
+
+    def _check_finite(self, update: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
+            if not np.isfinite(value):
+                raise NonFiniteError(f"{tag} became {value} at update {update}; the last good checkpoint is "
+                                     f"kept at {self.checkpoint_path}")
+        if not all(torch.isfinite(p).all() for p in self.agent.parameters()):
+            raise NonFiniteError(f"the agent's parameters became non-finite at update {update} (a non-finite "
+                                 f"gradient); the last good checkpoint is kept at {self.checkpoint_path}")
+        kl = scalars.get("losses/approx_kl")
+        if kl is not None and self.kl_target is not None and kl > self.cfg.kl_alarm * self.kl_target:
+            log.warning("KL DIVERGING: KL(pi_old || pi) = %.4g at update %d is %.0fx the target %.4g "
+                        "(kl_alarm=%g); consider a smaller learning rate", kl, update, kl / self.kl_target,
+                        self.kl_target, self.cfg.kl_alarm)
 
-    def log_update(self, rollout: Rollout, scalars: dict[str, float]) -> None:
-        """Write the new finished episodes and this update's losses; x-axis = environment steps."""
-        new = rollout.finished_episodes[self._episodes_logged:]
-        for step, ret, length in new:
+    def _log(self, update: int, scalars: dict[str, float]) -> None:
+        """New finished episodes always; losses every `log_every` updates. x-axis = environment steps."""
+        episodes, self.rollout.finished_episodes = self.rollout.finished_episodes, []
+        for step, ret, length in episodes:
             self.writer.add_scalar("charts/episodic_return", ret, step)
             self.writer.add_scalar("charts/episodic_length", length, step)
-        self._episodes_logged += len(new)
-        sps = rollout.global_step / (time.perf_counter() - self.start_time)
-        self.log_scalars(rollout.global_step, {**scalars, "charts/SPS": sps})
+        if update % self.log_every == 0 or update == self.num_updates - 1:
+            step = self.rollout.global_step
+            sps = (step - self.start_step) / (time.perf_counter() - self.start_time)
+            for tag, value in {**scalars, "charts/SPS": sps}.items():
+                self.writer.add_scalar(tag, value, step)
 
-    def save_checkpoint(self, agent: Agent, optimizers: dict[str, torch.optim.Optimizer], global_step: int) -> Path:
-        path = self.dir / "checkpoint.pt"
-        atomic_torch_save({
-            "meta": {"algo": self.algo, "env": self.cfg.env.id, "global_step": global_step},
-            "agent": agent.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        }, path)
-        return path
-
-    def finish(self, agent: Agent, rollout: Rollout, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    def finish(self, algo_state: dict) -> dict:
         """Final checkpoint, final evaluation, summary.json; returns the summary."""
-        wall = time.perf_counter() - self.start_time
-        self.save_checkpoint(agent, optimizers, rollout.global_step)
-        returns = evaluate_policy(agent, self.cfg.env, self.cfg.eval_episodes, self.cfg.seed + 10_000)
+        wall, steps = self.wall_clock(), self.rollout.global_step
+        self.save_checkpoint(self.num_updates, algo_state)
+        returns = evaluate_policy(self.agent, self.cfg.env, self.cfg.eval_episodes, self.cfg.seed + 10_000)
         summary = {
             "algo": self.algo, "env": self.cfg.env.id, "seed": self.cfg.seed,
-            "total_env_steps": rollout.global_step, "wall_clock_s": round(wall, 3),
-            "steps_per_second": round(rollout.global_step / wall, 1),
+            "total_env_steps": steps, "wall_clock_s": round(wall, 3),
+            "steps_per_second": round(steps / wall, 1) if wall > 0 else None,
             "eval": {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": len(returns),
                      "policy": "deterministic (argmax / Gaussian mean)", "returns": returns.tolist()},
             "versions": library_versions(), "git_commit": git_commit(),
         }
-        self.log_scalars(rollout.global_step, {"eval/mean_return": summary["eval"]["mean"]})
+        self.writer.add_scalar("eval/mean_return", summary["eval"]["mean"], steps)
         self.writer.close()
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write(self.dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
         log.info("eval return %.1f +- %.1f over %d episodes; run folder: %s",
                  returns.mean(), returns.std(), len(returns), self.dir)
-        print(f"run folder: {self.dir}", file=sys.stderr)
         return summary
 
 
@@ -515,6 +667,8 @@ def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
     require(cfg.total_timesteps > 0, f"total_timesteps={cfg.total_timesteps} must be > 0")
     require(cfg.env.num_envs > 0, f"env.num_envs={cfg.env.num_envs} must be > 0")
     require(cfg.eval_episodes > 0, f"eval_episodes={cfg.eval_episodes} must be > 0")
+    require(cfg.checkpoint_interval_s >= 0, f"checkpoint_interval_s={cfg.checkpoint_interval_s} must be >= 0")
+    require(cfg.kl_alarm > 1, f"kl_alarm={cfg.kl_alarm} must be > 1 (a multiple of the KL target)")
     batch_size = cfg.env.num_envs * hp.num_steps
     minibatches = getattr(hp, "num_minibatches", 1)
     require(batch_size % minibatches == 0,
@@ -528,7 +682,8 @@ def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
     agent = make_agent(envs.single_observation_space, envs.single_action_space, cfg.net)
     rollout = Rollout(envs, agent, hp.num_steps, hp.gamma, cfg.seed, scale_rewards=cfg.env.normalize_reward)
     num_updates = cfg.total_timesteps // batch_size
-    return hp, Run(cfg, algo, run_dir), agent, rollout, num_updates
+    kl_target = getattr(hp, "target_kl", None) or getattr(hp, "max_kl", None)
+    return hp, Run(cfg, algo, run_dir, agent, rollout, num_updates, kl_target), agent, rollout, num_updates
 
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:

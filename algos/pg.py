@@ -46,8 +46,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "pg", Hyperparameters, run_dir)
     policy_opt = torch.optim.Adam(agent.actor_parameters(), lr=hp.learning_rate)
     value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
+    first_update, state = run.start({"policy": policy_opt, "value": value_opt}, {})
 
-    for _ in range(num_updates):
+    for update in range(first_update, num_updates):
         batch = rollout.collect(gae_lambda=1.0)  # lambda = 1: returns are the reward-to-go G_t
         adv = batch.advantages
         if hp.norm_adv:
@@ -66,10 +67,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             v_loss.backward()
             value_opt.step()
 
-        run.log_update(rollout, {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
+        run.end_update(update, {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
                                  "losses/entropy": entropy.mean().item(), "charts/learning_rate": hp.learning_rate,
-                                 "losses/explained_variance": common.explained_variance(batch.values, batch.returns)})
-    return run.finish(agent, rollout, {"policy": policy_opt, "value": value_opt})
+                                 "losses/explained_variance": common.explained_variance(batch.values, batch.returns)},
+                       state)
+    return run.finish(state)
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_clip", Hyperparameters, run_dir)
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
+    first_update, state = run.start({"optimizer": optimizer}, {})
 
-    for update in range(num_updates):
+    for update in range(first_update, num_updates):
         remaining = 1.0 - update / num_updates
         lr = hp.learning_rate * (remaining if hp.anneal_lr else 1.0)
         clip = hp.clip_coef * (remaining if hp.anneal_clip else 1.0)
@@ -112,13 +113,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             if stop_early:
                 break
 
-        run.log_update(rollout, {
+        run.end_update(update, {
             "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
             "losses/entropy": entropy_loss.item(), "losses/approx_kl": kl.item(),
             "losses/clipfrac": torch.stack(clipfracs).mean().item(), "charts/learning_rate": lr,
             "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
-        })
-    return run.finish(agent, rollout, {"optimizer": optimizer})
+        }, state)
+    return run.finish(state)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_penalty", Hyperparameters, run_dir)
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
-    beta = hp.init_beta
+    first_update, state = run.start({"optimizer": optimizer}, {"beta": hp.init_beta})
+    beta = state["beta"]
 
-    for update in range(num_updates):
+    for update in range(first_update, num_updates):
         lr = hp.learning_rate * ((1.0 - update / num_updates) if hp.anneal_lr else 1.0)
         optimizer.param_groups[0]["lr"] = lr
         batch = rollout.collect(hp.gae_lambda)
@@ -91,14 +92,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
         with torch.no_grad():
             measured_kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean().item()
-        run.log_update(rollout, {
+        beta_used, beta = beta, adapt_beta(beta, measured_kl, hp.target_kl)
+        run.end_update(update, {
             "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-            "losses/entropy": entropy.mean().item(), "losses/approx_kl": measured_kl, "losses/kl_beta": beta,
+            "losses/entropy": entropy.mean().item(), "losses/approx_kl": measured_kl, "losses/kl_beta": beta_used,
             "charts/learning_rate": lr,
             "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
-        })
-        beta = adapt_beta(beta, measured_kl, hp.target_kl)
-    return run.finish(agent, rollout, {"optimizer": optimizer})
+        }, {"beta": beta})
+    return run.finish({"beta": beta})
 
 
 if __name__ == "__main__":

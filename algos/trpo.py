@@ -90,8 +90,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "trpo", Hyperparameters, run_dir)
     value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
     policy_params = agent.actor_parameters()
+    first_update, state = run.start({"value": value_opt}, {})
 
-    for _ in range(num_updates):
+    for update in range(first_update, num_updates):
         batch = rollout.collect(hp.gae_lambda)
         adv = batch.advantages
         if hp.norm_adv:
@@ -133,13 +134,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
         with torch.no_grad():
             entropy = agent.distribution(batch.obs).entropy().mean()
-        run.log_update(rollout, {
+        run.end_update(update, {
             "losses/policy_loss": -new_surrogate, "losses/value_loss": v_loss.item(), "losses/entropy": entropy.item(),
             "losses/approx_kl": kl, "losses/line_search_steps": steps,
             "charts/learning_rate": hp.value_learning_rate,
             "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
-        })
-    return run.finish(agent, rollout, {"value": value_opt})
+        }, state)
+    return run.finish(state)
 
 
 if __name__ == "__main__":

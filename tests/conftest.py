@@ -38,3 +38,22 @@ if "TargetEnv-v0" not in gym.registry:
 @pytest.fixture
 def compose_cfg():
     return compose_config
+
+
+class NaNRewardAfter(gym.Wrapper):
+    """CartPole whose reward turns NaN after `after` steps of this environment (a broken reward function)."""
+
+    def __init__(self, env, after=600):
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, float("nan") if self.steps > self.after else reward, terminated, truncated, info
+
+
+if "NaNRewardCartPole-v0" not in gym.registry:
+    gym.register(id="NaNRewardCartPole-v0",
+                 entry_point=lambda **kw: NaNRewardAfter(gym.make("CartPole-v1").unwrapped, **kw),
+                 max_episode_steps=500)

@@ -25,11 +25,13 @@ def test_single_run_writes_config_events_checkpoint_and_summary(tmp_path):
     assert (tmp_path / "config.yaml").read_text().startswith("seed: 1")
     assert list(tmp_path.glob("events.out.tfevents.*"))
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert checkpoint["meta"] == {"algo": "ppo_clip", "env": "CartPole-v1", "global_step": 2048}
+    meta = checkpoint["meta"]
+    assert (meta["algo"], meta["env"], meta["global_step"], meta["next_update"]) == ("ppo_clip", "CartPole-v1", 2048, 8)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {"algo", "env", "seed", "total_env_steps", "wall_clock_s", "steps_per_second", "eval", "versions",
             "git_commit"} <= summary.keys()
     assert summary["eval"]["episodes"] == 10 and summary["eval"]["policy"].startswith("deterministic")
+    assert {"python", "torch", "gymnasium", "ale-py", "transformers"} <= summary["versions"].keys()
 
 
 def test_algorithm_file_runs_on_its_own(tmp_path):
