@@ -1,0 +1,121 @@
+"""Soak test: does a long run leak memory or file handles, and does a large sweep leave anything behind?
+
+1. One long run (default: PPO-clip, CartPole-v1, 2M steps). Its resident memory (VmRSS) and open file
+   descriptors are read from /proc every `--every` seconds; after a warm-up (the first 20% of samples) both
+   should stay flat. Reported: min / max / growth after warm-up.
+2. A many-job Hydra multirun (default 50 tiny jobs). Reported: processes from it still alive afterwards, and
+   entries added to the temporary directory.
+
+    python -m benchmarks.soak --steps 2000000 --jobs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample(pid: int) -> tuple[float, int] | None:
+    """(resident memory in MiB, open file descriptors) of a live process, or None once it has gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        return rss_kib / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return None
+
+
+def long_run(steps: int, every: float, run_dir: Path) -> list[tuple[float, float, int]]:
+    proc = subprocess.Popen([sys.executable, "-m", "algos", "algo=ppo_clip", "env=cartpole",
+                             f"total_timesteps={steps}", f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    start, samples = time.time(), []
+    while proc.poll() is None:
+        point = sample(proc.pid)
+        if point:
+            samples.append((time.time() - start, *point))
+        time.sleep(every)
+    if proc.returncode != 0:
+        sys.exit(f"the long run failed: {proc.stderr.read().decode()[-2000:]}")
+    return samples
+
+
+def python_processes() -> set[int]:
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"python" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def sweep(jobs: int, sweep_dir: Path, launcher: str) -> dict:
+    tmp_before, procs_before = set(os.listdir(tempfile.gettempdir())), python_processes()
+    seeds = ",".join(map(str, range(jobs)))
+    cmd = [sys.executable, "-m", "algos", "-m", "algo=ppo_clip", "env=cartpole", f"seed={seeds}",
+           "total_timesteps=2048", "eval_episodes=1", f"hydra.sweep.dir={sweep_dir}"]
+    if launcher != "basic":
+        cmd.append(f"hydra/launcher={launcher}")
+    start = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    time.sleep(2)  # give exiting workers a moment, as a user's next command would
+    return {"jobs": jobs, "launcher": launcher, "seconds": time.time() - start,
+            "finished": len(list(sweep_dir.glob("*/summary.json"))),
+            "leftover_processes": sorted(python_processes() - procs_before - {os.getpid()}),
+            "new_temp_entries": sorted(set(os.listdir(tempfile.gettempdir())) - tmp_before)}
+
+
+def flatness(samples: list[tuple[float, float, int]]) -> dict:
+    after = samples[len(samples) // 5:]
+    rss = [s[1] for s in after]
+    fds = [s[2] for s in after]
+    return {"samples": len(samples), "rss_min": min(rss), "rss_max": max(rss), "rss_growth": rss[-1] - rss[0],
+            "fd_min": min(fds), "fd_max": max(fds), "seconds": samples[-1][0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2_000_000)
+    parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--launcher", default="basic", help="hydra/launcher for the sweep (basic, joblib, ...)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="tokengym-soak-", dir=ROOT / "results" / "runs"))
+    samples = long_run(args.steps, args.every, work / "long")
+    flat = flatness(samples)
+    swept = sweep(args.jobs, work / "sweep", args.launcher)
+
+    command = f"python -m benchmarks.soak --steps {args.steps} --jobs {args.jobs} --launcher {args.launcher}"
+    lines = [
+        "# Soak: memory and file handles over a long run; leftovers after a sweep", "",
+        f"Command: `{command}`", "",
+        f"Long run: PPO-clip, CartPole-v1, {args.steps} steps, {flat['seconds']:.0f} s, {flat['samples']} samples "
+        f"every {args.every} s. After warm-up (first 20% of samples dropped):", "",
+        "| measure | min | max | last - first |", "|---|---|---|---|",
+        f"| resident memory (MiB) | {flat['rss_min']:.1f} | {flat['rss_max']:.1f} | {flat['rss_growth']:+.1f} |",
+        f"| open file descriptors | {flat['fd_min']} | {flat['fd_max']} | |", "",
+        f"Sweep: {swept['jobs']} jobs with the {swept['launcher']} launcher, {swept['seconds']:.0f} s, "
+        f"{swept['finished']} finished; processes left running: {len(swept['leftover_processes'])}; "
+        f"new entries in {tempfile.gettempdir()}: {len(swept['new_temp_entries'])}"
+        + (f" ({', '.join(swept['new_temp_entries'][:10])})" if swept["new_temp_entries"] else ""), "",
+    ]
+    out = ROOT / "results" / "soak.md"
+    out.write_text("\n".join(lines))
+    with open(out.with_suffix(".csv"), "w") as f:
+        f.write("seconds,rss_mib,open_fds\n")
+        f.writelines(f"{t:.1f},{rss:.1f},{fd}\n" for t, rss, fd in samples)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
