@@ -1,0 +1,66 @@
+"""Load any Hugging Face causal LM (the policy) or sequence classifier (the reward) by hub name or local folder,
+through `from_pretrained`, with clear errors for a missing model and for mismatched vocabularies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from algos.common import ConfigError
+
+
+def load_causal_lm(name_or_path: str | Path):
+    """(model, tokenizer) of a causal LM, in eval mode; the tokenizer's ids are checked to fit the model."""
+    tokenizer = _from_pretrained(AutoTokenizer, name_or_path, "policy tokenizer")
+    model = _from_pretrained(AutoModelForCausalLM, name_or_path, "policy model (a causal LM)")
+    require_tokenizer_fits_model(tokenizer, model, "policy")
+    return model.eval(), tokenizer
+
+
+def load_reward_model(name_or_path: str | Path):
+    """(model, tokenizer) of a sequence classifier, in eval mode. A tokenizer without a pad token (GPT-2's)
+    pads with its EOS token, and the model is told which id that is, so batches of texts can be scored."""
+    tokenizer = _from_pretrained(AutoTokenizer, name_or_path, "reward tokenizer")
+    model = _from_pretrained(AutoModelForSequenceClassification, name_or_path,
+                             "reward model (a sequence classifier)")
+    require_tokenizer_fits_model(tokenizer, model, "reward")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def _from_pretrained(auto_class, name_or_path: str | Path, what: str):
+    source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else str(name_or_path)
+    try:
+        return auto_class.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"cannot load the {what} from {str(name_or_path)!r}: {reason}. Give a folder written by "
+            f"save_pretrained (for the default models: envs.text.ensure_text_models()), or a Hugging Face "
+            f"model name that is in the local Hugging Face cache (or reachable online)") from None
+
+
+def require_tokenizer_fits_model(tokenizer, model, role: str) -> None:
+    """Every id the tokenizer can produce must index the model's embedding table."""
+    n_tokens, n_embeddings = len(tokenizer), model.get_input_embeddings().num_embeddings
+    if n_tokens > n_embeddings:
+        raise ConfigError(f"the {role} tokenizer has {n_tokens} tokens but the {role} model's embedding has "
+                          f"{n_embeddings} rows; load the tokenizer saved with that model")
+
+
+def require_same_vocabulary(policy_tokenizer, reward_tokenizer) -> None:
+    """Token ids can pass from the policy to the reward model only if both tokenizers map the same strings to
+    the same ids; otherwise stop with both sizes named."""
+    policy_vocab, reward_vocab = policy_tokenizer.get_vocab(), reward_tokenizer.get_vocab()
+    if policy_vocab == reward_vocab:
+        return
+    differing = len(set(policy_vocab.items()) ^ set(reward_vocab.items()))
+    raise ConfigError(
+        f"vocabulary mismatch: the policy tokenizer has {len(policy_vocab)} tokens and the reward tokenizer "
+        f"{len(reward_vocab)} ({differing} token-id entries differ), so token ids cannot be passed between them. "
+        f"Use a reward model trained from the policy's base LM (same tokenizer), or score the decoded text "
+        f"re-tokenised by the reward model's own tokenizer")
