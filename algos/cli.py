@@ -122,15 +122,16 @@ def check_algo_keys(args: list[str]) -> None:
         valid = [f.name for f in dataclasses.fields(importlib.import_module(f"algos.{name}").Hyperparameters)]
         for key in keys:
             if key not in valid:
-                sys.exit(f"tokengym: error: algo.{key} is not a hyperparameter of {name}; valid: {', '.join(valid)}")
+                sys.exit(_fail(f"tokengym: error: algo.{key} is not a hyperparameter of {name}; valid: "
+                               f"{', '.join(valid)}", EXIT_BAD_INPUT))
 
 
 def main(algo: str | None = None) -> None:
     """`algo` pins the algorithm when an algorithm file is run on its own (CleanRL style)."""
     if algo is not None:
         if any(arg.startswith("algo=") for arg in sys.argv[1:]):
-            sys.exit(f"tokengym: error: python -m algos.{algo} trains {algo}; drop the algo= override "
-                     f"or use python -m algos algo=...")
+            sys.exit(_fail(f"tokengym: error: python -m algos.{algo} trains {algo}; drop the algo= override "
+                           f"or use python -m algos algo=...", EXIT_BAD_INPUT))
         sys.argv.insert(1, f"algo={algo}")
     check_algo_keys(sys.argv[1:])
     run_job()

@@ -57,19 +57,50 @@ class Preempted(RuntimeError):
     """SIGTERM or SIGINT arrived: the run finished its update, wrote a checkpoint and stopped."""
 
 
-def load_hyperparameters(schema: type, algo_cfg: DictConfig):
-    """Merge the `algo` config group into the algorithm's dataclass, checking names and types.
-
-    The dataclass's `__post_init__` then checks ranges, so a bad value stops the run before anything starts.
-    """
+def check_settings(schema: type, values: DictConfig | dict, prefix: str):
+    """Merge config values into a dataclass, checking names and types; its `__post_init__` checks ranges.
+    `prefix` is where the values sit in the config (`algo.`, `env.`, or empty for top-level settings)."""
     valid = ", ".join(f.name for f in dataclasses.fields(schema))
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), algo_cfg)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
     except ConfigKeyError as err:
-        raise ConfigError(f"unknown hyperparameter algo.{err.key} for {schema.__module__}; valid: {valid}") from None
+        raise ConfigError(f"unknown setting {prefix}{err.key} for {schema.__module__}; valid: {valid}") from None
     except ValidationError as err:
-        raise ConfigError(f"bad value for algo.{err.key}: {err.msg.splitlines()[0]}") from None
+        raise ConfigError(f"bad value for {prefix}{err.full_key}: {err.msg.splitlines()[0]}") from None
     return OmegaConf.to_object(merged)
+
+
+@dataclass
+class NetSettings:
+    hidden_sizes: list[int]  # units per hidden layer of the MLP torsos
+    activation: str  # tanh | relu
+    normalize_obs: bool  # running mean/std of observations inside the agent
+
+    def __post_init__(self):
+        require(len(self.hidden_sizes) > 0 and min(self.hidden_sizes) > 0,
+                f"net.hidden_sizes={self.hidden_sizes} must be a non-empty list of positive sizes, e.g. [64,64]")
+        require(self.activation in ACTIVATIONS, f"net.activation={self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
+@dataclass
+class RunSettings:
+    """The top-level settings of conf/config.yaml (`algo` and `env` are checked by their own schemas)."""
+
+    seed: int
+    total_timesteps: int
+    torch_threads: int
+    eval_episodes: int
+    run_root: str
+    resume: str | None
+    checkpoint_interval_s: float
+    kl_alarm: float
+    net: NetSettings
+
+    def __post_init__(self):
+        for name in ("total_timesteps", "torch_threads", "eval_episodes"):
+            require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be > 0")
+        require(self.checkpoint_interval_s >= 0, f"checkpoint_interval_s={self.checkpoint_interval_s} must be >= 0")
+        require(self.kl_alarm > 1, f"kl_alarm={self.kl_alarm} must be > 1 (a multiple of the KL target)")
 
 
 def require(condition: bool, message: str) -> None:
@@ -111,7 +142,6 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 def mlp(in_dim: int, hidden_sizes: list[int], activation: str) -> nn.Sequential:
-    require(activation in ACTIVATIONS, f"net.activation={activation!r}; valid: {', '.join(ACTIVATIONS)}")
     layers: list[nn.Module] = []
     for size in hidden_sizes:
         layers += [layer_init(nn.Linear(in_dim, size)), ACTIVATIONS[activation]()]
@@ -276,7 +306,6 @@ def make_agent(obs_space: gym.Space, action_space: gym.Space, net_cfg: DictConfi
             f"action space {action_space} is not supported; use Discrete or Box")
     if isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1:
         hidden = list(net_cfg.hidden_sizes)
-        require(len(hidden) > 0 and min(hidden) > 0, f"net.hidden_sizes={hidden} must be positive sizes")
         normalizer = RunningMeanStd(obs_space.shape) if net_cfg.normalize_obs else None
         actor, critic = (mlp(obs_space.shape[0], hidden, net_cfg.activation) for _ in range(2))
         return Agent(actor, critic, hidden[-1], action_space, normalizer)
@@ -661,14 +690,11 @@ class Run:
 
 def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
     """Everything an algorithm needs before its loop: checked hyperparameters, seeds, envs, agent, run folder."""
-    from envs import make_vector_env
+    from envs import check_env_settings, make_vector_env
 
-    hp = load_hyperparameters(schema, cfg.algo)
-    require(cfg.total_timesteps > 0, f"total_timesteps={cfg.total_timesteps} must be > 0")
-    require(cfg.env.num_envs > 0, f"env.num_envs={cfg.env.num_envs} must be > 0")
-    require(cfg.eval_episodes > 0, f"eval_episodes={cfg.eval_episodes} must be > 0")
-    require(cfg.checkpoint_interval_s >= 0, f"checkpoint_interval_s={cfg.checkpoint_interval_s} must be >= 0")
-    require(cfg.kl_alarm > 1, f"kl_alarm={cfg.kl_alarm} must be > 1 (a multiple of the KL target)")
+    check_settings(RunSettings, {f.name: cfg[f.name] for f in dataclasses.fields(RunSettings)}, "")
+    check_env_settings(cfg.env)
+    hp = check_settings(schema, cfg.algo, "algo.")
     batch_size = cfg.env.num_envs * hp.num_steps
     minibatches = getattr(hp, "num_minibatches", 1)
     require(batch_size % minibatches == 0,

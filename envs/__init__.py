@@ -3,14 +3,23 @@ for the config group `env` (conf/env/*.yaml), choosing the builder by `env_cfg.k
 
 from omegaconf import DictConfig
 
-from algos.common import ConfigError
+from algos.common import ConfigError, check_settings
 from envs import classic
 
-BUILDERS = {"classic": classic.make_vector_env}
+KINDS = {"classic": classic}  # env.kind -> module with Settings (schema) and make_vector_env
+
+
+def _kind(env_cfg: DictConfig):
+    module = KINDS.get(env_cfg.get("kind"))
+    if module is None:
+        raise ConfigError(f"env.kind={env_cfg.get('kind')!r} is unknown; valid: {', '.join(KINDS)}")
+    return module
+
+
+def check_env_settings(env_cfg: DictConfig) -> None:
+    """Names, types and ranges of the `env` group, against its kind's schema."""
+    check_settings(_kind(env_cfg).Settings, env_cfg, "env.")
 
 
 def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool):
-    builder = BUILDERS.get(env_cfg.kind)
-    if builder is None:
-        raise ConfigError(f"env.kind={env_cfg.kind!r} is unknown; valid: {', '.join(BUILDERS)}")
-    return builder(env_cfg, num_envs, training)
+    return _kind(env_cfg).make_vector_env(env_cfg, num_envs, training)

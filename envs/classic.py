@@ -1,12 +1,24 @@
 """Classic control (CartPole, Acrobot, MountainCar, Pendulum, ...) or any Gymnasium id with vector observations."""
 
 import difflib
+from dataclasses import dataclass
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from omegaconf import DictConfig
 
-from algos.common import ConfigError
+from algos.common import ConfigError, require
+
+
+@dataclass
+class Settings:
+    kind: str  # "classic"
+    id: str  # a registered Gymnasium id with vector observations
+    num_envs: int  # environments stepped together in one vector env
+    normalize_reward: bool  # divide rewards by the running std of the discounted return
+
+    def __post_init__(self):
+        require(self.num_envs > 0, f"env.num_envs={self.num_envs} must be > 0")
 
 
 def check_env_id(env_id: str) -> None:

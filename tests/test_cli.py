@@ -60,6 +60,12 @@ def test_multirun_makes_one_folder_per_job(tmp_path):
     (["algo.num_minibatches=3"], "cannot be split into algo.num_minibatches=3 equal minibatches; choose a divisor"),
     (["algo.gamma=1.5"], "algo.gamma=1.5 must lie in [0, 1]"),
     (["env.id=CartPole-v9"], "close matches: CartPole-v1"),
+    (["env.num_envs=0"], "env.num_envs=0 must be > 0"),
+    (["+env.frame_skip=4"], "unknown setting env.frame_skip for envs.classic; valid: kind, id, num_envs"),
+    (["seed=1.5"], "bad value for seed: Value '1.5' of type 'float' could not be converted to Integer"),
+    (["net.hidden_sizes=abc"], "bad value for net.hidden_sizes"),
+    (["net.activation=gelu"], "net.activation='gelu'; valid: tanh, relu"),
+    (["algo.learning_rate=[1,"], "no viable alternative at input '[1,'"),  # malformed override: Hydra's parser
 ])
 def test_bad_input_stops_at_start_with_a_clear_message(args, message, tmp_path):
     out = run_cli(*args, "total_timesteps=4096", f"hydra.run.dir={tmp_path / 'run'}")
