@@ -201,13 +201,15 @@ class CategoricalHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.linear(features), dim=-1)
 
-    def sample(self, logp: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def sample(logp: torch.Tensor) -> torch.Tensor:
         # Inverse-CDF sampling: the action is the number of CDF values below u ~ U(0, 1) (torch.multinomial
         # costs several times more on these small batches). The clamp guards rounding in the last CDF value.
         u = torch.rand(logp.shape[:-1] + (1,))
         return (logp.exp().cumsum(-1) < u).sum(-1).clamp_(max=logp.shape[-1] - 1)
 
-    def log_prob_entropy(self, logp: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def log_prob_entropy(logp: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_prob = logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         return log_prob, -(logp.exp() * logp).sum(-1)
 
@@ -301,7 +303,10 @@ class Agent(nn.Module):
 
 
 def make_agent(obs_space: gym.Space, action_space: gym.Space, net_cfg: DictConfig) -> Agent:
-    """Pick the torso from the observation space: vectors -> two MLPs, uint8 images -> one shared Nature CNN."""
+    """Pick the torso from the observation space: vectors -> two MLPs, uint8 images -> one shared Nature CNN;
+    a space that knows its agent builds it (token sequences -> a causal LM with a value head, envs/text)."""
+    if hasattr(obs_space, "build_agent"):
+        return obs_space.build_agent(action_space)
     require(isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)),
             f"action space {action_space} is not supported; use Discrete or Box")
     if isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1:
@@ -390,14 +395,30 @@ class RewardScaler:
         self.stats.load_state_dict(state["stats"])
 
 
+class KLController:
+    """beta of the penalty -beta * (log pi(a|s) - log pi_ref(a|s)) per step: fixed, or adapted toward a
+    per-sequence KL target (Ziegler et al. 2019, sec. 2.2: e = clip(KL / target - 1, -0.2, 0.2),
+    beta <- beta * (1 + e * n_steps / horizon))."""
+
+    def __init__(self, beta: float, target: float | None, horizon: int):
+        self.beta, self.target, self.horizon = beta, target, horizon
+
+    def update(self, sequence_kl: float, n_steps: int) -> None:
+        if self.target is not None:
+            error = float(np.clip(sequence_kl / self.target - 1, -0.2, 0.2))
+            self.beta *= 1 + error * n_steps / self.horizon
+
+
 class Rollout:
     """Fixed-length segments of `num_steps` from each of the vector env's environments (Huang et al. 2022,
     detail 1), with the bootstrap at time-limit truncation done right (SB3 #633, CleanRL #198)."""
 
     def __init__(self, envs: gym.vector.VectorEnv, agent: Agent, num_steps: int, gamma: float, seed: int,
-                 scale_rewards: bool = False):
-        self.envs, self.agent, self.num_steps, self.gamma = envs, agent, num_steps, gamma
+                 scale_rewards: bool = False, kl: KLController | None = None):
+        self.envs, self.agent, self.num_steps, self.gamma, self.kl = envs, agent, num_steps, gamma, kl
         self.reward_scaler = RewardScaler(envs.num_envs, gamma) if scale_rewards else None
+        self.episode_kl = np.zeros(envs.num_envs)  # running sum of log pi - log pi_ref in each episode
+        self.episode_metrics: dict[str, list[float]] = {}  # per finished episode, e.g. text/gold_reward
         obs, _ = envs.reset(seed=seed)
         envs.action_space.seed(seed)
         self.next_obs = torch.as_tensor(obs)
@@ -411,13 +432,15 @@ class Rollout:
         if agent.obs_normalizer is not None and self._obs_for_stats is not None:
             # Stats move only between batches, so a batch is collected and updated under the same normaliser.
             agent.obs_normalizer.update(self._obs_for_stats)
-        obs, actions, logprobs, values = [], [], [], []
+        obs, actions, logprobs, values, self._batch_kl = [], [], [], [], []
         rewards, ends = np.zeros((steps, n), dtype=np.float32), np.zeros((steps, n), dtype=np.float32)
         for t in range(steps):
             action, logprob, value = agent.act(self.next_obs)
             next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
             ends[t] = terminated | truncated
             rewards[t] = self.reward_scaler(reward, ends[t] > 0) if self.reward_scaler is not None else reward
+            if "ref_logprob" in info and self.kl is not None:
+                rewards[t] -= self._kl_penalty(logprob.numpy() - info["ref_logprob"], ends[t] > 0)
             self.global_step += n
             if "final_obs" in info:
                 rewards[t] += self._truncation_bootstrap(truncated & ~terminated, info)
@@ -427,6 +450,8 @@ class Rollout:
         obs_t = torch.stack(obs)
         self._check_finite(rewards, obs_t)
         self.batches_collected += 1
+        if self.kl is not None and self._batch_kl:
+            self.kl.update(float(np.mean(self._batch_kl)), steps * n)
         with torch.no_grad():
             last_value = agent.value(self.next_obs)
         values_t = torch.stack(values)
@@ -436,6 +461,16 @@ class Rollout:
         flat = lambda x: x.reshape(-1, *x.shape[2:])
         return Batch(flat(obs_t), flat(torch.stack(actions)), flat(torch.stack(logprobs)), flat(values_t),
                      flat(advantages), flat(advantages + values_t))
+
+    def _kl_penalty(self, step_kl: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
+        """beta * (log pi - log pi_ref) for this step; finished episodes' total KL goes to the metrics."""
+        self.episode_kl += step_kl
+        if episode_end.any():
+            finished = self.episode_kl[episode_end].tolist()
+            self._batch_kl += finished
+            self.episode_metrics.setdefault("text/kl", []).extend(finished)
+            self.episode_kl[episode_end] = 0.0
+        return (self.kl.beta * step_kl).astype(np.float32)
 
     def _check_finite(self, rewards: np.ndarray, obs: torch.Tensor) -> None:
         where = f"in update {self.batches_collected} (environment steps up to {self.global_step})"
@@ -451,7 +486,8 @@ class Rollout:
         return {"next_obs": self.next_obs, "global_step": self.global_step,
                 "batches_collected": self.batches_collected, "obs_for_stats": self._obs_for_stats,
                 "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
-                "envs": vector_env_state(self.envs)}
+                "kl_beta": self.kl.beta if self.kl is not None else None,
+                "episode_kl": torch.from_numpy(self.episode_kl.copy()), "envs": vector_env_state(self.envs)}
 
     def load_state_dict(self, state: dict) -> None:
         from envs.snapshot import restore_vector_env_state
@@ -460,6 +496,9 @@ class Rollout:
         self.batches_collected, self._obs_for_stats = state["batches_collected"], state["obs_for_stats"]
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
+        if self.kl is not None:
+            self.kl.beta = state["kl_beta"]
+        self.episode_kl = state["episode_kl"].numpy().copy()
         restore_vector_env_state(self.envs, state["envs"])
 
     def _truncation_bootstrap(self, truncated: np.ndarray, info: dict) -> np.ndarray:
@@ -480,6 +519,8 @@ class Rollout:
         ep, mask = final["episode"], final["_episode"]
         for i in np.flatnonzero(mask):
             self.finished_episodes.append((self.global_step, float(ep["r"][i]), int(ep["l"][i])))
+        for tag, values in final.get("metrics", {}).items():
+            self.episode_metrics.setdefault(tag, []).extend(values[final["_metrics"]].tolist())
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
@@ -664,8 +705,12 @@ class Run:
         if update % self.log_every == 0 or update == self.num_updates - 1:
             step = self.rollout.global_step
             sps = (step - self.start_step) / (time.perf_counter() - self.start_time)
-            for tag, value in {**scalars, "charts/SPS": sps}.items():
+            metrics = {tag: float(np.mean(v)) for tag, v in self.rollout.episode_metrics.items() if v}
+            if self.rollout.kl is not None:
+                metrics["text/kl_coef"] = self.rollout.kl.beta
+            for tag, value in {**scalars, **metrics, "charts/SPS": sps}.items():
                 self.writer.add_scalar(tag, value, step)
+            self.rollout.episode_metrics = {}
 
     def finish(self, algo_state: dict) -> dict:
         """Final checkpoint, final evaluation, summary.json; returns the summary."""
@@ -706,7 +751,8 @@ def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
     seed_everything(cfg.seed, cfg.torch_threads)
     envs = make_vector_env(cfg.env, cfg.env.num_envs, training=True)
     agent = make_agent(envs.single_observation_space, envs.single_action_space, cfg.net)
-    rollout = Rollout(envs, agent, hp.num_steps, hp.gamma, cfg.seed, scale_rewards=cfg.env.normalize_reward)
+    kl = KLController(cfg.env.kl_coef, cfg.env.kl_target, cfg.env.kl_horizon) if cfg.env.get("kl_coef") else None
+    rollout = Rollout(envs, agent, hp.num_steps, hp.gamma, cfg.seed, scale_rewards=cfg.env.normalize_reward, kl=kl)
     num_updates = cfg.total_timesteps // batch_size
     kl_target = getattr(hp, "target_kl", None) or getattr(hp, "max_kl", None)
     return hp, Run(cfg, algo, run_dir, agent, rollout, num_updates, kl_target), agent, rollout, num_updates

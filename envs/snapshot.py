@@ -61,11 +61,16 @@ def _restore_layer(layer, state: dict) -> None:
 
 
 def vector_env_state(envs) -> dict:
-    """The state of a SyncVectorEnv and of every layer of each of its environments."""
+    """The state of a SyncVectorEnv and of every layer of each of its environments; a vector env with a
+    `state_dict` of its own (the token env) gives that instead."""
+    if hasattr(envs, "state_dict"):
+        return envs.state_dict()
     return {"vector": _layer_state(envs), "envs": [[_layer_state(l) for l in _layers(e)] for e in envs.envs]}
 
 
 def restore_vector_env_state(envs, state: dict) -> None:
+    if hasattr(envs, "load_state_dict"):
+        return envs.load_state_dict(state)
     if len(state["envs"]) != len(envs.envs):
         raise ValueError(f"the checkpoint holds {len(state['envs'])} environments, this run has {len(envs.envs)}")
     _restore_layer(envs, state["vector"])

@@ -1,0 +1,254 @@
+"""The token-generation environment (DESIGN.md section 4): a task's prompt is the start of the observation,
+each action appends one token, an episode ends at EOS (terminated) or after `max_new_tokens` (truncated), and
+the task's reward of (prompt, completion) arrives on the last step only (InstructGPT; Stiennon et al. 2020).
+
+The KL term to the reference model, -beta * (log pi(a|s) - log pi_ref(a|s)), is split to keep this
+environment Markov and the algorithms generic: the environment reports the policy-independent part,
+log pi_ref(a|s), as `info["ref_logprob"]`, and the shared rollout (algos/common.py) adds the penalty with a
+fixed or adaptive beta for any environment that reports it.
+
+`TokenEnv` is the single environment (`gymnasium.make("tokengym/Text-v0", ...)`); `TokenVectorEnv` steps a
+batch of sequences together: one reference forward and one reward call per step for the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+from omegaconf import DictConfig
+
+from algos.common import ConfigError, NonFiniteError, require
+from envs.text.tasks import TextTask, load_task
+
+PAD = -1  # observation positions not yet filled
+
+
+class TokenSequence(gym.spaces.Box):
+    """Token ids of prompt + response so far, right-padded with -1. Knows the model its agent is built on."""
+
+    def __init__(self, max_len: int, vocab_size: int, policy_model: str | None = None):
+        super().__init__(low=PAD, high=vocab_size - 1, shape=(max_len,), dtype=np.int64)
+        self.vocab_size, self.policy_model = vocab_size, policy_model
+
+    def build_agent(self, action_space: gym.Space):
+        from envs.text.agent import TextAgent
+
+        require(self.policy_model is not None, "this token space names no policy model; set env.policy_model")
+        return TextAgent.from_pretrained(self.policy_model, self.vocab_size)
+
+
+class TokenBatch:
+    """The mechanics both environments share: `n` sequences, each a sampled prompt plus generated tokens."""
+
+    def __init__(self, task: TextTask, tokenizer, n: int, max_prompt_tokens: int, max_new_tokens: int,
+                 reference=None):
+        self.task, self.tokenizer, self.reference = task, tokenizer, reference
+        self.max_new_tokens, self.eos_id = max_new_tokens, tokenizer.eos_token_id
+        self.prompt_ids = encode_prompts(task, tokenizer, max_prompt_tokens)
+        self.tokens = np.full((n, max_prompt_tokens + max_new_tokens), PAD, dtype=np.int64)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.prompt_lengths = np.zeros(n, dtype=np.int64)
+        self.prompt_index = np.zeros(n, dtype=np.int64)
+
+    def start(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        for row in rows:
+            i = int(rng.integers(len(self.prompt_ids)))
+            ids = self.prompt_ids[i]
+            self.tokens[row] = PAD
+            self.tokens[row, : len(ids)] = ids
+            self.lengths[row] = self.prompt_lengths[row] = len(ids)
+            self.prompt_index[row] = i
+
+    @torch.no_grad()
+    def reference_logprobs(self, actions: np.ndarray) -> np.ndarray:
+        """log pi_ref(a|s) for every row, from one forward of the reference model over the batch."""
+        ids = torch.as_tensor(self.tokens[:, : int(self.lengths.max())])
+        logits = self.reference(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long()).logits
+        last = torch.log_softmax(logits[torch.arange(len(ids)), torch.as_tensor(self.lengths - 1)].float(), -1)
+        return last.gather(-1, torch.as_tensor(actions).long()[:, None]).squeeze(-1).numpy()
+
+    def append(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write each row's token; returns (terminated: EOS, truncated: response limit reached)."""
+        rows = np.arange(len(actions))
+        self.tokens[rows, self.lengths] = actions
+        self.lengths += 1
+        terminated = actions == self.eos_id
+        truncated = ~terminated & (self.lengths - self.prompt_lengths >= self.max_new_tokens)
+        return terminated, truncated
+
+    def texts(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        """(prompts, completions) of `rows`; the completion excludes its EOS."""
+        prompts = [self.task.prompts[i] for i in self.prompt_index[rows]]
+        completions = []
+        for row in rows:
+            generated = self.tokens[row, self.prompt_lengths[row]: self.lengths[row]]
+            completions.append(self.tokenizer.decode(generated[generated != self.eos_id].tolist(),
+                                                     skip_special_tokens=True))
+        return prompts, completions
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        prompts, completions = self.texts(rows)
+        try:
+            scores = np.asarray(self.task.score(prompts, completions), dtype=np.float64)
+        except Exception as err:  # a user's reward function: report which task and input, then stop
+            raise ConfigError(f"the reward of task {self.task.name!r} raised {type(err).__name__}: {err} on "
+                              f"prompt {prompts[0]!r}, completion {completions[0]!r}; fix the reward "
+                              f"function") from err
+        require(scores.shape == (len(rows),), f"the reward of task {self.task.name!r} returned shape "
+                f"{scores.shape} for {len(rows)} completions; return one number per completion")
+        if not np.isfinite(scores).all():
+            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+            raise NonFiniteError(f"the reward of task {self.task.name!r} returned {scores[bad]} for prompt "
+                                 f"{prompts[bad]!r}, completion {completions[bad]!r}")
+        return scores
+
+
+def encode_prompts(task: TextTask, tokenizer, max_prompt_tokens: int) -> list[list[int]]:
+    """`<bos>` + prompt ids for every prompt; an empty list or an over-long prompt is a clear error."""
+    require(len(task.prompts) > 0, f"task {task.name!r} has no prompts; give it at least one")
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    encoded = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in task.prompts]
+    for i, ids in enumerate(encoded):
+        require(0 < len(ids) <= max_prompt_tokens,
+                f"prompt {i} of task {task.name!r} ({task.prompts[i][:60]!r}) is {len(ids)} tokens, more than "
+                f"env.max_prompt_tokens={max_prompt_tokens}; shorten it or raise env.max_prompt_tokens"
+                if ids else f"prompt {i} of task {task.name!r} encodes to no tokens; remove it")
+    return encoded
+
+
+class TokenEnv(gym.Env):
+    """One sequence. Reward: the task's score of (prompt, completion) on the last step, 0 before."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, task: TextTask, tokenizer, max_prompt_tokens: int, max_new_tokens: int, reference=None,
+                 policy_model: str | None = None):
+        self.batch = TokenBatch(task, tokenizer, 1, max_prompt_tokens, max_new_tokens, reference)
+        self.observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model)
+        self.action_space = gym.spaces.Discrete(len(tokenizer))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.batch.start(np.array([0]), self.np_random)
+        return self.batch.tokens[0].copy(), {}
+
+    def step(self, action):
+        actions = np.array([int(action)])
+        info = {"ref_logprob": float(self.batch.reference_logprobs(actions)[0])} if self.batch.reference else {}
+        terminated, truncated = self.batch.append(actions)
+        done = bool(terminated[0] or truncated[0])
+        reward = float(self.batch.score(np.array([0]))[0]) if done else 0.0
+        return self.batch.tokens[0].copy(), reward, bool(terminated[0]), bool(truncated[0]), info
+
+
+class TokenVectorEnv(gym.vector.VectorEnv):
+    """`num_envs` sequences stepped together, with same-step autoreset (a finished row's last observation in
+    info['final_obs']) and episode statistics in RecordEpisodeStatistics' format (info['final_info'])."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, task: TextTask, tokenizer, num_envs: int, max_prompt_tokens: int, max_new_tokens: int,
+                 reference=None, policy_model: str | None = None, gold=None):
+        self.num_envs, self.gold = num_envs, gold
+        self.batch = TokenBatch(task, tokenizer, num_envs, max_prompt_tokens, max_new_tokens, reference)
+        self.single_observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model)
+        self.single_action_space = gym.spaces.Discrete(len(tokenizer))
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._np_random = np.random.default_rng(seed)
+        self.batch.start(np.arange(self.num_envs), self.np_random)
+        return self.batch.tokens.copy(), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.int64)
+        info: dict = {}
+        if self.batch.reference is not None:
+            info["ref_logprob"] = self.batch.reference_logprobs(actions)
+        terminated, truncated = self.batch.append(actions)
+        done = terminated | truncated
+        rewards = np.zeros(self.num_envs)
+        if done.any():
+            rows = np.flatnonzero(done)
+            rewards[rows] = self.batch.score(rows)
+            info.update(self._final_info(rows, done, rewards))
+            self.batch.start(rows, self.np_random)
+        return self.batch.tokens.copy(), rewards, terminated, truncated, info
+
+    def _final_info(self, rows: np.ndarray, done: np.ndarray, rewards: np.ndarray) -> dict:
+        final_obs = np.empty(self.num_envs, dtype=object)
+        for row in rows:
+            final_obs[row] = self.batch.tokens[row].copy()
+        lengths = self.batch.lengths - self.batch.prompt_lengths
+        episode = {"r": np.where(done, rewards, 0.0), "l": np.where(done, lengths, 0)}
+        final_info = {"episode": episode, "_episode": done.copy()}
+        if self.gold is not None:
+            gold = np.zeros(self.num_envs)
+            gold[rows] = self.gold(*self.batch.texts(rows))
+            final_info["metrics"] = {"text/gold_reward": gold, "text/proxy_reward": episode["r"]}
+            final_info["_metrics"] = done.copy()
+        return {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info,
+                "_final_info": done.copy()}
+
+    def state_dict(self) -> dict:
+        b = self.batch
+        return {"tokens": torch.from_numpy(b.tokens.copy()), "lengths": torch.from_numpy(b.lengths.copy()),
+                "prompt_lengths": torch.from_numpy(b.prompt_lengths.copy()),
+                "prompt_index": torch.from_numpy(b.prompt_index.copy()), "rng": self.np_random.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        b = self.batch
+        b.tokens, b.lengths = state["tokens"].numpy().copy(), state["lengths"].numpy().copy()
+        b.prompt_lengths, b.prompt_index = state["prompt_lengths"].numpy().copy(), state["prompt_index"].numpy().copy()
+        self.np_random.bit_generator.state = state["rng"]
+
+
+gym.register(id="tokengym/Text-v0", entry_point=TokenEnv, vector_entry_point=TokenVectorEnv)
+
+
+# ------------------------------------------------------------------------------------------- the `text` env kind
+@dataclass
+class Settings:
+    kind: str  # "text"
+    id: str  # tokengym/Text-v0, the registered Gymnasium id
+    task: str  # a registered task name, or "path/to/file.py:factory" / "module:factory"
+    policy_model: str | None  # causal LM name or folder; null: the task's default (e.g. the project's base LM)
+    reference_model: str | None  # frozen reference for the KL term; null: the policy's initial weights
+    num_envs: int  # sequences generated together
+    max_prompt_tokens: int
+    max_new_tokens: int
+    kl_coef: float  # beta of the KL penalty to the reference (initial value when adaptive)
+    kl_target: float | None  # per-sequence KL target in nats for the adaptive controller; null: fixed beta
+    kl_horizon: int  # the adaptive controller's horizon (Ziegler et al. 2019), in environment steps
+    normalize_reward: bool
+
+    def __post_init__(self):
+        for name in ("num_envs", "max_prompt_tokens", "max_new_tokens", "kl_horizon"):
+            require(getattr(self, name) > 0, f"env.{name}={getattr(self, name)} must be > 0")
+        require(self.kl_coef >= 0, f"env.kl_coef={self.kl_coef} must be >= 0")
+        require(self.kl_target is None or self.kl_target > 0, f"env.kl_target={self.kl_target} must be > 0")
+
+
+def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> TokenVectorEnv:
+    from envs.text.loading import load_causal_lm, require_same_vocabulary
+
+    task = load_task(env_cfg.task, env_cfg)
+    policy_model = env_cfg.policy_model or task.default_policy_model
+    require(policy_model is not None, f"task {task.name!r} names no default model; set env.policy_model")
+    reference, tokenizer = load_causal_lm(env_cfg.reference_model or policy_model)
+    if env_cfg.reference_model and env_cfg.reference_model != policy_model:
+        require_same_vocabulary(load_causal_lm(policy_model)[1], tokenizer)
+    context = getattr(reference.config, "n_positions", None) or getattr(reference.config, "max_position_embeddings")
+    require(env_cfg.max_prompt_tokens + env_cfg.max_new_tokens <= context,
+            f"env.max_prompt_tokens + env.max_new_tokens = {env_cfg.max_prompt_tokens + env_cfg.max_new_tokens} is "
+            f"more than the model's context of {context} tokens; lower them")
+    return TokenVectorEnv(task, tokenizer, num_envs, env_cfg.max_prompt_tokens, env_cfg.max_new_tokens,
+                          reference=reference if training and env_cfg.kl_coef > 0 else None,
+                          policy_model=str(policy_model), gold=task.gold)

@@ -1,0 +1,103 @@
+"""Text tasks: a source of prompts plus a reward of (prompt, completion). A task plugs in from the user's own
+file with no edit to project code:
+
+    # my_task.py
+    from envs.text.tasks import TextTask
+
+    def make_task(env_cfg):
+        return TextTask(name="exclaim", prompts=["the movie was", "i think"],
+                        reward=lambda prompt, completion: completion.count("!"))
+
+    python -m algos algo=ppo_clip env=text env.task=my_task.py:make_task env.policy_model=<name or folder>
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from algos.common import ConfigError, require
+
+PerCompletion = Callable[[str, str], float]
+Batched = Callable[[list[str], list[str]], Sequence[float]]
+
+
+@dataclass
+class TextTask:
+    """`reward(prompt, completion) -> float`, or `batch_reward(prompts, completions) -> scores` for scorers
+    that are faster on batches (a reward model). `gold`, batched, is a second scorer kept apart from the
+    reward and only logged (text/gold_reward), so over-optimisation of the reward shows."""
+
+    name: str
+    prompts: list[str]
+    reward: PerCompletion | None = None
+    batch_reward: Batched | None = None
+    gold: Batched | None = None
+    default_policy_model: str | None = None
+
+    def __post_init__(self):
+        require((self.reward is None) != (self.batch_reward is None),
+                f"task {self.name!r}: give exactly one of reward (per completion) and batch_reward")
+        self.prompts = list(self.prompts)
+
+    def score(self, prompts: list[str], completions: list[str]) -> Sequence[float]:
+        if self.batch_reward is not None:
+            return self.batch_reward(prompts, completions)
+        return [self.reward(p, c) for p, c in zip(prompts, completions)]
+
+
+TASKS: dict[str, Callable] = {}
+
+
+def register_task(name: str):
+    """Decorator: `@register_task("name")` on a factory `env_cfg -> TextTask` makes `env.task=name` work."""
+    def add(factory):
+        TASKS[name] = factory
+        return factory
+    return add
+
+
+def load_task(spec: str, env_cfg) -> TextTask:
+    """A registered task name, or `path/to/file.py:factory` / `package.module:factory`, where factory is a
+    TextTask or a function of the env config returning one."""
+    from envs.text import sentiment  # noqa: F401  registers the built-in tasks
+
+    if spec in TASKS:
+        task = TASKS[spec](env_cfg)
+    elif ":" in spec:
+        task = _from_user_code(spec, env_cfg)
+    else:
+        raise ConfigError(f"env.task={spec!r} is not a registered task ({', '.join(sorted(TASKS))}) nor "
+                          f"'file.py:factory' / 'module:factory'")
+    require(isinstance(task, TextTask), f"env.task={spec!r} gave {type(task).__name__}, not a TextTask")
+    return task
+
+
+def _from_user_code(spec: str, env_cfg):
+    where, name = spec.rsplit(":", 1)
+    module = _import_file(Path(where)) if where.endswith(".py") else _import_module(where, spec)
+    if not hasattr(module, name):
+        raise ConfigError(f"env.task={spec!r}: {where} defines no {name!r}")
+    factory = getattr(module, name)
+    return factory if isinstance(factory, TextTask) else factory(env_cfg)
+
+
+def _import_file(path: Path):
+    if not path.is_file():
+        raise ConfigError(f"env.task: there is no file {path.resolve()}; give the path of your task's .py file")
+    spec = importlib.util.spec_from_file_location(f"tokengym_task_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _import_module(name: str, spec: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"env.task={spec!r}: cannot import module {name!r} ({err})") from None

@@ -1,0 +1,198 @@
+"""The token-generation environment and the text agent, on a tiny GPT-2 built here (no network)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from algos.common import ConfigError, KLController, NonFiniteError, Rollout
+from envs.text.agent import TextAgent, group_by_longest
+from envs.text.base_lm import train_tokenizer
+from envs.text.env import PAD, TokenEnv, TokenVectorEnv
+from envs.text.tasks import TextTask
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPTS = ["the movie was", "i think it is", "a film"]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
+    texts = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"] * 20
+    tokenizer = train_tokenizer(texts, vocab_size=300, context_length=64)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lm_and_tokenizer(tiny_lm):
+    from envs.text.loading import load_causal_lm
+
+    return load_causal_lm(tiny_lm)
+
+
+def length_task(name="length"):
+    return TextTask(name=name, prompts=PROMPTS, reward=lambda prompt, completion: float(len(completion)))
+
+
+def test_single_env_passes_gymnasiums_checker(lm_and_tokenizer):
+    model, tokenizer = lm_and_tokenizer
+    env = gym.make("tokengym/Text-v0", task=length_task(), tokenizer=tokenizer, max_prompt_tokens=8,
+                   max_new_tokens=5, reference=model)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_eos_terminates_the_limit_truncates_and_reward_comes_only_at_the_end(lm_and_tokenizer):
+    model, tokenizer = lm_and_tokenizer
+    env = TokenEnv(length_task(), tokenizer, max_prompt_tokens=8, max_new_tokens=3)
+    obs, _ = env.reset(seed=0)
+    prompt_length = int((obs != PAD).sum())
+    token = tokenizer(" fun", add_special_tokens=False)["input_ids"][0]
+    rewards, ended = [], []
+    for _ in range(3):
+        obs, reward, terminated, truncated, _ = env.step(token)
+        rewards.append(reward)
+        ended.append((terminated, truncated))
+    assert ended == [(False, False), (False, False), (False, True)]
+    assert rewards[:2] == [0.0, 0.0] and rewards[2] == len(" fun fun fun")
+    assert int((obs != PAD).sum()) == prompt_length + 3
+    env.reset(seed=1)
+    _, reward, terminated, truncated, _ = env.step(tokenizer.eos_token_id)
+    assert (terminated, truncated, reward) == (True, False, 0.0)  # EOS at once: an empty completion
+
+
+def test_vector_env_autoresets_and_reports_reference_logprobs(lm_and_tokenizer):
+    model, tokenizer = lm_and_tokenizer
+    envs = TokenVectorEnv(length_task(), tokenizer, num_envs=4, max_prompt_tokens=8, max_new_tokens=2,
+                          reference=model)
+    obs, _ = envs.reset(seed=0)
+    actions = np.full(4, tokenizer(" a", add_special_tokens=False)["input_ids"][0])
+    with torch.no_grad():  # the reference log-prob of each row, one prefix at a time
+        expected = [torch.log_softmax(model(input_ids=torch.as_tensor(row[row != PAD])[None]).logits[0, -1], -1)
+                    [actions[0]].item() for row in obs]
+    _, _, _, _, info = envs.step(actions)
+    np.testing.assert_allclose(info["ref_logprob"], expected, rtol=1e-5, atol=1e-6)
+    next_obs, rewards, terminated, truncated, info = envs.step(actions)
+    assert truncated.all() and not terminated.any() and (rewards == len(" a a")).all()
+    assert info["_final_obs"].all() and (info["final_info"]["episode"]["r"] == rewards).all()
+    prompt_lengths = {len(ids) for ids in envs.batch.prompt_ids}
+    assert set((next_obs != PAD).sum(1).tolist()) <= prompt_lengths  # every row restarted on a fresh prompt
+    assert all((o != PAD).sum() - 2 in prompt_lengths for o in info["final_obs"])  # prompt + 2 generated
+
+
+def test_kl_penalty_sign_and_size_on_a_hand_made_case(tiny_lm, lm_and_tokenizer):
+    """With gamma = lambda = 1 and V = 0, the return of an episode's first step is its score minus
+    beta * sum_t (log pi(a_t|s_t) - log pi_ref(a_t|s_t)); the rollout also reports that sum as text/kl."""
+    reference, tokenizer = lm_and_tokenizer
+    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer))
+    with torch.no_grad():  # the policy drifts from the reference
+        for p in agent.lm.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        agent.value_head.weight.zero_()
+        agent.value_head.bias.zero_()
+    envs = TokenVectorEnv(length_task(), tokenizer, num_envs=1, max_prompt_tokens=8, max_new_tokens=3,
+                          reference=reference)
+    rollout = Rollout(envs, agent, num_steps=3, gamma=1.0, seed=0, kl=KLController(0.5, None, 1000))
+    batch = rollout.collect(gae_lambda=1.0)
+    [sequence_kl] = rollout.episode_metrics["text/kl"]
+    ours = batch.logprobs.numpy()
+    with torch.no_grad():
+        theirs = [torch.log_softmax(reference(input_ids=torch.as_tensor(o[o != PAD])[None]).logits[0, -1], -1)
+                  [a].item() for o, a in zip(batch.obs.numpy(), batch.actions.numpy())]
+    episode_length = rollout.finished_episodes[0][2]
+    assert sequence_kl == pytest.approx(float(np.sum(ours[:episode_length] - theirs[:episode_length])), abs=1e-5)
+    score = rollout.finished_episodes[0][1]
+    assert batch.returns[0].item() == pytest.approx(score - 0.5 * sequence_kl, abs=1e-4)
+
+
+def test_adaptive_kl_controller_moves_beta_toward_the_target():
+    kl = KLController(beta=0.1, target=6.0, horizon=10_000)
+    kl.update(sequence_kl=12.0, n_steps=1000)  # error clipped to +0.2
+    assert kl.beta == pytest.approx(0.1 * (1 + 0.2 * 0.1))
+    kl.update(sequence_kl=5.4, n_steps=1000)  # error -0.1
+    assert kl.beta == pytest.approx(0.1 * 1.02 * (1 - 0.1 * 0.1))
+
+
+def test_per_token_samples_evaluated_together_match_each_prefix_alone(tiny_lm, lm_and_tokenizer):
+    _, tokenizer = lm_and_tokenizer
+    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer))
+    rng = np.random.default_rng(0)
+    episodes = [rng.integers(3, len(tokenizer), size=n) for n in (9, 6, 9)]
+    episodes[2][:4] = episodes[0][:4]  # two episodes share a prefix
+    obs = np.full((sum(len(e) for e in episodes), 12), PAD)
+    i = 0
+    for episode in episodes:
+        for n in range(1, len(episode) + 1):
+            obs[i, :n] = episode[:n]
+            i += 1
+    obs = torch.as_tensor(obs)
+    runs, _, _ = group_by_longest(obs)
+    assert len(runs) == 3  # one forward row per episode
+    actions = torch.as_tensor(rng.integers(0, len(tokenizer), size=len(obs)))
+    logprob, entropy, value = agent.evaluate(obs, actions)
+    for k in range(len(obs)):
+        alone = agent.evaluate(obs[k: k + 1], actions[k: k + 1])
+        torch.testing.assert_close((logprob[k], entropy[k], value[k]), tuple(x[0] for x in alone),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_ppo_raises_a_programmatic_reward_on_a_tiny_model(tiny_lm, tmp_path):
+    """The README's plug-in example, run as a user would: PPO-clip must raise the reward."""
+    out = subprocess.run([sys.executable, "-m", "algos", "algo=ppo_clip", "env=text",
+                          "env.task=examples/terse_task.py:make_task", f"env.policy_model={tiny_lm}",
+                          "env.max_new_tokens=6", "env.max_prompt_tokens=8", "algo.learning_rate=1e-3",
+                          "total_timesteps=6144", "eval_episodes=16", f"hydra.run.dir={tmp_path}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    returns = [e.value for e in events.Scalars("charts/episodic_return")]
+    first, last = np.mean(returns[:100]), np.mean(returns[-100:])
+    assert last > first + 0.1, (first, last)
+    assert json.loads((tmp_path / "summary.json").read_text())["env"] == "tokengym/Text-v0"
+
+
+@pytest.mark.parametrize("task, message", [
+    (TextTask(name="none", prompts=[], reward=lambda p, c: 0.0), "task 'none' has no prompts"),
+    (TextTask(name="long", prompts=["word " * 40], reward=lambda p, c: 0.0), "more than env.max_prompt_tokens=8"),
+])
+def test_bad_prompts_are_refused_at_start(task, message, lm_and_tokenizer):
+    with pytest.raises(ConfigError, match=message):
+        TokenVectorEnv(task, lm_and_tokenizer[1], num_envs=2, max_prompt_tokens=8, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("reward, error, message", [
+    (lambda p, c: 1 / 0, ConfigError, "the reward of task 'bad' raised ZeroDivisionError"),
+    (lambda p, c: float("nan"), NonFiniteError, "the reward of task 'bad' returned nan for prompt"),
+])
+def test_a_reward_function_that_raises_or_returns_nan_stops_with_a_clear_error(reward, error, message,
+                                                                               lm_and_tokenizer):
+    envs = TokenVectorEnv(TextTask(name="bad", prompts=PROMPTS, reward=reward), lm_and_tokenizer[1], num_envs=2,
+                          max_prompt_tokens=8, max_new_tokens=1)
+    envs.reset(seed=0)
+    with pytest.raises(error, match=message):
+        envs.step(np.array([5, 6]))
+
+
+def test_missing_model_folder_and_unknown_task_are_clear_errors(tmp_path):
+    for args, message in [(["env.task=nonexistent"], "env.task='nonexistent' is not a registered task"),
+                          (["env.task=examples/terse_task.py:make_task", f"env.policy_model={tmp_path}/nope"],
+                           f"there is no folder {tmp_path}/nope")]:
+        out = subprocess.run([sys.executable, "-m", "algos", "env=text", *args, f"hydra.run.dir={tmp_path}/run"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
