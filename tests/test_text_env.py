@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings, strategies as st
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from algos.common import ConfigError, KLController, NonFiniteError, Rollout
@@ -196,3 +197,46 @@ def test_missing_model_folder_and_unknown_task_are_clear_errors(tmp_path):
         out = subprocess.run([sys.executable, "-m", "algos", "env=text", *args, f"hydra.run.dir={tmp_path}/run"],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
         assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+
+
+def test_a_text_run_stopped_halfway_resumes_to_the_same_result(tiny_lm, compose_cfg, tmp_path):
+    from tests.test_learning import train
+
+    overrides = ["algo=ppo_clip", "env=text", "env.task=examples/terse_task.py:make_task",
+                 f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4", "env.max_prompt_tokens=8",
+                 "env.kl_target=1.0", "algo.num_steps=16", "algo.anneal_lr=false", "checkpoint_interval_s=0",
+                 "eval_episodes=4"]
+    reference = train(compose_cfg(*overrides, "total_timesteps=256"), tmp_path / "ref")
+    train(compose_cfg(*overrides, "total_timesteps=128"), tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    resumed = train(compose_cfg(*overrides, "total_timesteps=256"), tmp_path / "run")
+    assert resumed["eval"]["returns"] == reference["eval"]["returns"]
+    states = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("ref", "run")]
+    assert all(torch.equal(states[0]["agent"][k], states[1]["agent"][k]) for k in states[0]["agent"])
+    assert states[0]["rollout"]["kl_beta"] == states[1]["rollout"]["kl_beta"] != 0.05  # the adaptive beta moved
+
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=st.text(max_size=200), actions=st.lists(st.integers(min_value=0), min_size=1, max_size=12))
+def test_any_prompt_and_actions_keep_the_env_in_its_spaces(prompt, actions, lm_and_tokenizer):
+    """Empty, very long, control-character or mixed-script prompts: a clear refusal at start, or an env whose
+    every observation is in its space and whose episodes end by the response limit."""
+    _, tokenizer = lm_and_tokenizer
+    task = TextTask(name="any", prompts=[prompt], reward=lambda p, c: float(len(c)))
+    try:
+        env = TokenEnv(task, tokenizer, max_prompt_tokens=32, max_new_tokens=5)
+    except ConfigError as err:
+        assert "more than env.max_prompt_tokens=32" in str(err)
+        return
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    steps = 0
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action % int(env.action_space.n))
+        steps += 1
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+        if terminated or truncated:
+            assert steps <= 5
+            obs, _ = env.reset()
+            steps = 0
