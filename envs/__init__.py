@@ -9,7 +9,7 @@ from algos.common import ConfigError, check_settings
 
 # env.kind -> the module with its Settings (schema) and make_vector_env; imported on first use, so a CartPole
 # run never loads transformers
-KINDS = {"classic": "envs.classic", "text": "envs.text.env"}
+KINDS = {"classic": "envs.classic", "text": "envs.text.env", "atari": "envs.atari"}
 
 
 def _kind(env_cfg: DictConfig):

@@ -1,0 +1,146 @@
+"""Atari 2600 games on ale-py's vector env (`AtariVectorEnv`: the emulators step in C++ threads).
+
+Preprocessing, as in Mnih et al. 2015 (Nature, Methods: "Preprocessing" and "Training details") and the PPO
+Atari runs (Schulman et al. 2017; CleanRL ppo_atari): up to `noop_max` no-ops and FIRE (where the game has it)
+at a game's start, each action repeated for 4 frames with the max over the last two, 84x84 grayscale, the last
+4 frames stacked (N, 4, 84, 84) uint8. ale-py does all of this in C++. Our wrappers add, in this order:
+
+1. `FullGameStatistics`: the raw score and length of whole games (all lives, unclipped) in
+   info["final_info"]["episode"], the layout algos/common.py reads; this is what is logged and evaluated.
+2. `TrainingSignal`, for training only: a lost life ends the episode for the value targets while the game goes
+   on (Mnih et al. 2015's use of the life counter), and rewards are clipped to their sign. ale-py's own
+   `episodic_life=True` restarts the whole game at every lost life instead, so a game would last one life; and
+   its `reward_clipping` would hide the raw score; we leave both off.
+
+Checked against gymnasium's Python wrappers (tests/test_atari.py): with no-ops off, the observations, rewards,
+terminations and final observations are identical to gym.make(..., frameskip=1, repeat_action_probability=0)
++ AtariPreprocessing + FrameStackObservation(padding_type="zero") for a fixed action sequence.
+Differences from the Python wrapper stacks of SB3 and CleanRL: a game's first observation stacks zero frames
+before its one real frame (gymnasium's default repeats that frame); ale-py takes 0 to noop_max - 1 no-ops
+(those stacks take 1 to noop_max), one fewer where it presses FIRE; and FIRE is pressed at a game's start
+only, not after each lost life, so in Breakout the agent must learn to relaunch the ball itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+from ale_py import roms
+from ale_py.vector_env import AtariVectorEnv
+from gymnasium.vector import AutoresetMode, VectorWrapper
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+from omegaconf import DictConfig
+
+from algos.common import ConfigError, require
+
+gym.register_envs(ale_py)
+ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
+
+
+@dataclass
+class Settings:
+    kind: str  # "atari"
+    id: str  # an ALE id, e.g. ALE/Breakout-v5; it picks the game, the settings below do the rest
+    num_envs: int  # emulators stepped together
+    normalize_reward: bool  # divide rewards by the running std of the discounted return (off: rewards are clipped)
+    noop_max: int  # a game starts after a random number of no-ops below this (0: none)
+    frame_skip: int  # frames per action; the observation is the max over the last two
+    frame_stack: int  # frames stacked in one observation
+    screen_size: int  # observations are screen_size x screen_size grayscale
+    episodic_life: bool  # training only: a lost life ends the episode for the value targets; the game goes on
+    clip_rewards: bool  # training only: rewards clipped to their sign
+    repeat_action_probability: float  # sticky actions (Machado et al. 2018 suggest 0.25; 0 in the PPO papers)
+    max_episode_frames: int  # a game is truncated after this many emulator frames (108000 = 30 minutes)
+    num_threads: int  # emulator threads (0: ale-py's default)
+
+    def __post_init__(self):
+        require(self.num_envs > 0, f"env.num_envs={self.num_envs} must be > 0")
+        for name in ("frame_skip", "frame_stack", "screen_size", "max_episode_frames"):
+            require(getattr(self, name) > 0, f"env.{name}={getattr(self, name)} must be > 0")
+        require(self.noop_max >= 0 and self.num_threads >= 0, "env.noop_max and env.num_threads must be >= 0")
+        require(0.0 <= self.repeat_action_probability <= 1.0,
+                f"env.repeat_action_probability={self.repeat_action_probability} must lie in [0, 1]")
+
+
+def ale_game(env_id: str) -> str:
+    """The ROM name (e.g. 'breakout') of a registered ALE id, after a check that its ROM is there."""
+    spec = gym.registry.get(env_id)
+    if spec is None or spec.entry_point != ALE_ENTRY_POINT:
+        ale_ids = [i for i, s in gym.registry.items() if s.entry_point == ALE_ENTRY_POINT and i.startswith("ALE/")]
+        close = difflib.get_close_matches(env_id, ale_ids, n=5, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}" if close else f"e.g. {', '.join(ale_ids[:3])}, ..."
+        raise ConfigError(f"env.id={env_id!r} is not an Atari game id; {hint}")
+    game = spec.kwargs["game"]
+    try:
+        found = roms.get_rom_path(game)
+    except OSError as err:
+        found, reason = None, str(err).splitlines()[0]
+    else:
+        reason = "ale-py does not know this ROM"
+    if found is None:
+        raise ConfigError(f"the ROM of {env_id} ({game}.bin) is missing or unreadable: {reason}. ale-py (>=0.9) "
+                          f"ships the ROMs: reinstall it, or point ALE_ROMS_DIR at a folder holding {game}.bin")
+    return game
+
+
+class FullGameStatistics(RecordEpisodeStatistics):
+    """gymnasium's vector RecordEpisodeStatistics over whole games (below any life-loss or reward wrapper), its
+    statistics moved to info["final_info"], where a SyncVectorEnv puts those of its environments' wrappers."""
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = super().step(actions)
+        if "episode" in info:
+            info["final_info"] = {"episode": info.pop("episode"), "_episode": info.pop("_episode")}
+        return obs, rewards, terminated, truncated, info
+
+
+class TrainingSignal(VectorWrapper):
+    """What the learner sees: with `life_loss`, terminated=True when a life is lost, without a reset, so the game
+    goes on (DeepMind's EpisodicLifeEnv); with `clip`, rewards clipped to their sign (Mnih et al. 2015).
+    Evaluation turns both off.
+
+    ale-py's vector env cannot save its emulators, so a resumed run restarts its games: the games in progress at
+    the checkpoint are dropped unlogged, and there is no episode state to save (`state_dict` is empty).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, life_loss: bool, clip: bool):
+        super().__init__(env)
+        self.life_loss, self.clip = life_loss, clip
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.lives = info["lives"].copy()
+        return obs, info
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        if self.life_loss:
+            # After a game over the emulator has already restarted, so its lives are not below the old count.
+            terminated = terminated | (info["lives"] < self.lives)
+        self.lives = info["lives"].copy()
+        return obs, np.sign(rewards) if self.clip else rewards, terminated, truncated, info
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.vector.VectorEnv:
+    """Same-step autoreset: a finished game's last observation is in info['final_obs']. With `training=False`
+    (evaluation) the episodes are whole games with raw rewards."""
+    envs = AtariVectorEnv(
+        ale_game(env_cfg.id), num_envs, autoreset_mode=AutoresetMode.SAME_STEP, num_threads=env_cfg.num_threads,
+        noop_max=env_cfg.noop_max, use_fire_reset=True, frameskip=env_cfg.frame_skip, maxpool=True,
+        stack_num=env_cfg.frame_stack, img_height=env_cfg.screen_size, img_width=env_cfg.screen_size,
+        grayscale=True, episodic_life=False, reward_clipping=False,
+        repeat_action_probability=env_cfg.repeat_action_probability,
+        max_num_frames_per_episode=env_cfg.max_episode_frames,
+    )
+    return TrainingSignal(FullGameStatistics(envs), life_loss=training and env_cfg.episodic_life,
+                          clip=training and env_cfg.clip_rewards)
