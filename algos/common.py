@@ -289,6 +289,10 @@ class Agent(nn.Module):
         policy_out, value = self._head_outputs(obs)
         return *self.policy_head.log_prob_entropy(policy_out, action), value
 
+    def begin_rollout(self) -> None:
+        """Called when a batch of rollouts starts; agents with state across `act` calls (the text agent's
+        KV cache) reset it here."""
+
     @torch.no_grad()
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
         """The evaluation policy: the mode (argmax, or the Gaussian mean)."""
@@ -432,6 +436,7 @@ class Rollout:
         if agent.obs_normalizer is not None and self._obs_for_stats is not None:
             # Stats move only between batches, so a batch is collected and updated under the same normaliser.
             agent.obs_normalizer.update(self._obs_for_stats)
+        agent.begin_rollout()
         obs, actions, logprobs, values, self._batch_kl = [], [], [], [], []
         rewards, ends = np.zeros((steps, n), dtype=np.float32), np.zeros((steps, n), dtype=np.float32)
         for t in range(steps):

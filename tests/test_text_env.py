@@ -240,3 +240,24 @@ def test_any_prompt_and_actions_keep_the_env_in_its_spaces(prompt, actions, lm_a
             assert steps <= 5
             obs, _ = env.reset()
             steps = 0
+
+
+def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(tiny_lm, lm_and_tokenizer):
+    """Rows of different prompt lengths, restarting at different steps, through the cache; every step's
+    log-probability and value must equal a fresh forward over the same observation."""
+    _, tokenizer = lm_and_tokenizer
+    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer))
+    with torch.no_grad():
+        agent.value_head.weight.normal_()
+    task = TextTask(name="t", prompts=PROMPTS + [""], reward=lambda p, c: 0.0)
+    envs = TokenVectorEnv(task, tokenizer, num_envs=6, max_prompt_tokens=8, max_new_tokens=4)
+    obs, _ = envs.reset(seed=0)
+    torch.manual_seed(0)
+    for _ in range(15):
+        obs_t = torch.as_tensor(obs)
+        action, logprob, value = agent.act(obs_t)
+        full_logprob, _, full_value = agent.evaluate(obs_t, action)
+        torch.testing.assert_close(logprob, full_logprob.detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(value, full_value.detach(), rtol=1e-4, atol=1e-5)
+        obs, *_ = envs.step(action.numpy())
+    assert agent.decoder.mask.shape[1] <= 8 + 4  # finished episodes' columns are dropped

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution
+from transformers import DynamicCache
 
 from algos.common import CategoricalHead, layer_init, require
 from envs.text.env import PAD
@@ -33,6 +34,90 @@ def group_by_longest(obs: torch.Tensor) -> tuple[list[int], list[int], torch.Ten
     return runs, group, lengths
 
 
+class IncrementalDecoder:
+    """A KV cache for the rows of a vector env, each a sequence that grows by one token per step and restarts
+    with a new prompt when its episode ends (DESIGN.md section 3: no recomputation of prefixes).
+
+    The cache is left-padded to a common width. A row whose observation is not its previous one plus one
+    token is new: its tokens but the last are run once and spliced into its cache rows (the cache grows on the
+    left when they are longer). Then every row's newest token is fed in one incremental step, with per-row
+    position ids, so each row sees exactly its own sequence."""
+
+    def __init__(self, lm: nn.Module):
+        self.lm = lm
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache, self.mask, self.obs, self.lengths = None, None, None, None
+
+    @torch.no_grad()
+    def step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next-token logits, last hidden state) at each row's last token."""
+        lengths = (obs != PAD).sum(1)
+        new_rows = self._new_rows(obs, lengths)
+        if new_rows.any():
+            self._splice(obs, lengths, new_rows)
+        mask = torch.cat([self.mask, torch.ones(len(obs), 1, dtype=torch.long)], 1)
+        out = self.lm(input_ids=obs[torch.arange(len(obs)), lengths - 1][:, None], attention_mask=mask,
+                      position_ids=(lengths - 1)[:, None], past_key_values=self.cache, use_cache=True,
+                      output_hidden_states=True)
+        self.cache, self.mask, self.obs, self.lengths = out.past_key_values, mask, obs.clone(), lengths
+        self._drop_empty_columns()
+        return out.logits[:, -1], out.hidden_states[-1][:, -1]
+
+    def _new_rows(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.cache is None or self.obs.shape != obs.shape:
+            self.reset()
+            return torch.ones(len(obs), dtype=torch.bool)
+        extends = ((obs == self.obs) | (self.obs == PAD)).all(1)
+        return ~(extends & (lengths == self.lengths + 1))
+
+    def _splice(self, obs: torch.Tensor, lengths: torch.Tensor, new_rows: torch.Tensor) -> None:
+        rows = new_rows.nonzero().squeeze(1)
+        context = lengths[rows] - 1  # all but the last token, which the incremental step feeds
+        width = int(context.max())
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        row_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, (row, n) in enumerate(zip(rows.tolist(), context.tolist())):
+            if n:
+                ids[i, width - n:] = obs[row, :n]
+                row_mask[i, width - n:] = 1
+        if self.cache is None:
+            self.cache, self.mask = DynamicCache(), torch.zeros(len(obs), 0, dtype=torch.long)
+        if width == 0:  # prompts of one token: nothing to cache, only mask the rows' old entries
+            self.mask[rows] = 0
+            return
+        fresh = self.lm(input_ids=ids, attention_mask=row_mask, position_ids=(row_mask.cumsum(1) - 1).clamp(min=0),
+                        use_cache=True).past_key_values
+        grow = max(0, width - self.mask.shape[1])
+        self.mask = torch.cat([torch.zeros(len(obs), grow, dtype=torch.long), self.mask], 1)
+        total = self.mask.shape[1]
+        self.mask[rows] = torch.cat([torch.zeros(len(rows), total - width, dtype=torch.long), row_mask], 1)
+        if not self.cache.layers or not self.cache.layers[0].is_initialized:
+            self.cache = fresh  # the first splice holds every row
+            return
+        for layer, new in zip(self.cache.layers, fresh.layers):
+            layer.keys, layer.values = (self._place(old, kv, rows, grow, total) for old, kv in
+                                        ((layer.keys, new.keys), (layer.values, new.values)))
+
+    @staticmethod
+    def _place(old: torch.Tensor, new: torch.Tensor, rows: torch.Tensor, grow: int, total: int) -> torch.Tensor:
+        """Left-pad the batch's keys (or values) by `grow` columns and write `new` right-aligned into `rows`."""
+        b, h, _, d = old.shape
+        merged = torch.cat([old.new_zeros(b, h, grow, d), old], 2)
+        merged[rows] = torch.cat([new.new_zeros(len(rows), h, total - new.shape[2], d), new], 2)
+        return merged
+
+    def _drop_empty_columns(self) -> None:
+        """Columns masked in every row (left over from finished episodes) are dropped."""
+        used = self.mask.any(0).nonzero()
+        start = int(used[0]) if len(used) else self.mask.shape[1]
+        if start:
+            self.mask = self.mask[:, start:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+
+
 class TextAgent(nn.Module):
     """Policy = the LM's next-token distribution over the action space; value = a linear head on the LM's
     last hidden state at the observation's last token (a value head on the policy trunk, as in Ziegler et al.)."""
@@ -43,6 +128,7 @@ class TextAgent(nn.Module):
                 f"smaller than its tokenizer's ({n_actions}); use the tokenizer saved with the model")
         self.lm, self.n_actions, self.obs_normalizer = lm, n_actions, None
         self.value_head = layer_init(nn.Linear(lm.config.hidden_size, 1), std=0.01)
+        self.decoder = IncrementalDecoder(lm)
         self.lm.eval()
 
     @classmethod
@@ -72,10 +158,18 @@ class TextAgent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self._logp_and_value(obs)[1]
 
+    def begin_rollout(self) -> None:
+        """A new batch of rollouts starts: the KV cache is rebuilt from the observations, so that a run resumed
+        from a checkpoint computes exactly what the uninterrupted run computed."""
+        self.decoder.reset()
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logp, value = self._logp_and_value(obs)
+        """Rollouts: one token per row per call, through the KV cache."""
+        logits, hidden = self.decoder.step(obs)
+        logp = torch.log_softmax(logits[:, : self.n_actions].float(), -1)
         action = CategoricalHead.sample(logp)
+        value = self.value_head(hidden.float()).squeeze(-1)
         return action, CategoricalHead.log_prob_entropy(logp, action)[0], value
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
