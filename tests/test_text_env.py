@@ -261,3 +261,22 @@ def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(tiny_lm
         torch.testing.assert_close(value, full_value.detach(), rtol=1e-4, atol=1e-5)
         obs, *_ = envs.step(action.numpy())
     assert agent.decoder.mask.shape[1] <= 8 + 4  # finished episodes' columns are dropped
+
+
+def test_evaluation_reports_the_policy_beside_best_of_n(tiny_lm, compose_cfg, tmp_path):
+    import math
+
+    from envs.text.evaluate import distinct_n, evaluate_run
+    from tests.test_learning import train
+
+    train(compose_cfg("algo=ppo_clip", "env=text", "env.task=examples/terse_task.py:make_task",
+                      f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4",
+                      "env.max_prompt_tokens=8", "algo.num_steps=16", "total_timesteps=64", "eval_episodes=2"),
+          tmp_path)
+    text = evaluate_run(tmp_path, num_prompts=8, best_of=[1, 4], seed=0)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"policy", "policy (this run)", "best-of-1 (reference)", "best-of-4 (reference)"}
+    kl_column = rows["policy"].index(" kl_to_reference ")
+    assert float(rows["best-of-4 (reference)"][kl_column]) == pytest.approx(math.log(4) - 3 / 4, abs=1e-3)
+    assert float(rows["best-of-1 (reference)"][kl_column]) == 0.0
+    assert distinct_n(["a b a b"], 1) == 0.5 and distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
