@@ -49,12 +49,6 @@ def write_status(job_dir: Path, status: str) -> None:
     os.replace(tmp, job_dir / STATUS_FILE)
 
 
-def read_status(job_dir: Path) -> str | None:
-    """`running`, `done`, `failed: <error>`, or None for a folder no SweepProgress job wrote to."""
-    path = job_dir / STATUS_FILE
-    return path.read_text().strip() if path.exists() else None
-
-
 def failure_text(job_return: JobReturn) -> str:
     err = job_return._return_value  # JobReturn keeps the exception here; .return_value would raise it
     lines = str(err).strip().splitlines()

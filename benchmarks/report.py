@@ -42,6 +42,7 @@ IDENTITY_KEYS = {"algo", "env", "seed", "seeds"}  # overrides that name the run 
 WINDOW = 10  # training episodes averaged for the curves and for steps-to-threshold
 RANDOM_EPISODES = 100
 RETURN_TAG, EVAL_TAG = "charts/episodic_return", "eval/mean_return"
+SUMMARY_KEYS = {"algo", "env", "total_env_steps", "wall_clock_s", "steps_per_second", "eval"}
 
 
 class ReportError(Exception):
@@ -91,7 +92,7 @@ def job_overrides(folder: Path) -> dict[str, str]:
 
 
 def failure_reason(folder: Path) -> str:
-    status_file = folder / "job_status.txt"
+    status_file = folder / "job_status.txt"  # written by each sweep job (algos/sweeps.py)
     status = status_file.read_text().strip() if status_file.exists() else None
     if status is None:
         return "no summary.json: failed or unfinished"
@@ -117,7 +118,7 @@ def read_episodes(folder: Path, summary: dict) -> tuple[tuple[np.ndarray, np.nda
     scalars = accumulator.Scalars(RETURN_TAG)
     if EVAL_TAG not in tags:
         raise ValueError(f"events file corrupt or truncated: it ends at step {scalars[-1].step:,}, before the final "
-                         f"{EVAL_TAG} of a run that reached {summary.get('total_env_steps', '?'):,} steps")
+                         f"{EVAL_TAG} of a run that reached {summary['total_env_steps']:,} steps")
     steps = np.array([s.step for s in scalars], dtype=float)
     returns = np.array([s.value for s in scalars], dtype=float)
     order = np.argsort(steps, kind="stable")
@@ -132,6 +133,9 @@ def read_run(folder: Path) -> Run:
             summary = json.loads((folder / "summary.json").read_text())
         except json.JSONDecodeError as err:
             problem = f"summary.json unreadable ({err})"
+        missing = SUMMARY_KEYS - set(summary or {})
+        if summary is not None and missing:
+            summary, problem = None, f"summary.json lacks {', '.join(sorted(missing))}"
     if summary is not None:
         run = Run(folder, summary["algo"], summary["env"], summary.get("seed"), summary=summary)
         try:

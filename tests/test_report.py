@@ -133,6 +133,7 @@ def test_bad_runs_are_listed_and_the_good_ones_still_reported(tmp_path, capsys):
     write_run(sweep / "failed", seed=3, status="failed: ValueError: Seed must be between 0 and 2**32 - 1")
     write_run(sweep / "killed", seed=4, status="running")
     write_run(sweep / "a2c", algo="a2c", seed=0, final=300.0, episodes=good)
+    (write_run(sweep / "bad-summary", seed=5, final=500.0, episodes=good) / "summary.json").write_text("{\"algo\"")
     next(garbage.glob("events.*")).write_bytes(b"not an events file" * 20)
     events = next(truncated.glob("events.*"))
     events.write_bytes(events.read_bytes()[: events.stat().st_size // 2])
@@ -143,9 +144,10 @@ def test_bad_runs_are_listed_and_the_good_ones_still_reported(tmp_path, capsys):
     assert "truncated-events: curve left out: events file corrupt or truncated: it ends at step" in err
     assert "failed: failed: ValueError: Seed must be" in err
     assert "killed: no summary.json: the job is marked 'running'" in err
+    assert "bad-summary: summary.json unreadable" in err
     assert "Tags only some log: losses/clipfrac (ppo_clip)" in err
     row = read_csv(sweep / "report" / "cartpole-v1.csv")["ppo_clip"]
-    assert (int(row["runs"]), int(row["failed"]), row["reached"]) == (3, 2, "1/1")
+    assert (int(row["runs"]), int(row["failed"]), row["reached"]) == (3, 3, "1/1")
     assert float(row["final_return_mean"]) == pytest.approx(490.0)  # corrupt events keep their final return
     assert read_csv(sweep / "report" / "cartpole-v1.csv")["a2c"]["runs"] == "1"
 
