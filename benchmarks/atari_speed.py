@@ -1,0 +1,164 @@
+"""Our PPO-clip against Stable-Baselines3's PPO on Breakout, side by side in one run: steps per second, and where
+our time goes (emulator, network forward in rollouts, update).
+
+Both use CleanRL's ppo_atari settings (conf/tuned/ppo_clip_atari.yaml): 8 envs x 128 steps, 4 epochs of 4
+minibatches (256 samples), Adam lr 2.5e-4 annealed linearly (eps 1e-5), clip 0.1 on the policy and the value,
+entropy 0.01, value coefficient 0.5, gamma 0.99, lambda 0.95, gradient norm 0.5, the Nature CNN, one torch
+thread. Ours steps ale-py's AtariVectorEnv (envs/atari.py); SB3 steps its AtariWrapper stack on
+BreakoutNoFrameskip-v4 in a DummyVecEnv with VecFrameStack(4), as rl-baselines3-zoo does. Each job is its own
+process, the libraries alternate order from round to round, and neither evaluates at the end: this measures
+training throughput only (environment steps / training wall time, set-up excluded).
+
+    python -m benchmarks.atari_speed --steps 50000 --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+
+
+class Stopwatch:
+    """Accumulated seconds spent inside the wrapped callables."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, name: str, fn):
+        self.seconds[name] = 0.0
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return timed
+
+
+def run_ours(seed: int, steps: int) -> dict:
+    import tempfile
+
+    from hydra import compose, initialize_config_dir
+
+    import envs.atari
+    from algos import common, ppo_clip
+
+    watch = Stopwatch()
+    make_envs = envs.atari.make_vector_env
+
+    def timed_envs(*args, **kwargs):
+        vector_env = make_envs(*args, **kwargs)
+        vector_env.step = watch.wrap("emulator", vector_env.step)
+        return vector_env
+
+    envs.atari.make_vector_env = timed_envs
+    common.Agent.act = watch.wrap("forward", common.Agent.act)
+    common.Rollout.collect = watch.wrap("rollout", common.Rollout.collect)
+    common.evaluate_policy = lambda agent, env_cfg, episodes, seed: np.zeros(episodes)  # speed only: no evaluation
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["algo=ppo_clip", "env=breakout", f"seed={seed}",
+                                                       f"total_timesteps={steps}", "checkpoint_interval_s=1e9"])
+    summary = ppo_clip.train(cfg, Path(tempfile.mkdtemp(prefix="bench-atari-ours-")))
+    wall, s = summary["wall_clock_s"], watch.seconds
+    shares = {"emulator": s["emulator"] / wall, "forward": s["forward"] / wall,
+              "rest_of_rollout": (s["rollout"] - s["emulator"] - s["forward"]) / wall,
+              "update": (wall - s["rollout"]) / wall}
+    return {"steps": summary["total_env_steps"], "wall_s": wall, "shares": shares}
+
+
+def run_sb3(seed: int, steps: int) -> dict:
+    import ale_py
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.utils import LinearSchedule
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    torch.set_num_threads(1)
+    env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=8, seed=seed), n_stack=4)
+    model = PPO("CnnPolicy", env, n_steps=128, batch_size=256, n_epochs=4, learning_rate=LinearSchedule(2.5e-4, 0.0, 1.0),
+                clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99,
+                gae_lambda=0.95, seed=seed, device="cpu")
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return {"steps": int(model.num_timesteps), "wall_s": time.perf_counter() - start}
+
+
+def job(lib: str, seed: int, steps: int) -> dict:
+    """One job in a fresh process, so neither library warms the other's caches or threads."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.atari_speed", "--job", lib, "--seed", str(seed),
+                          "--steps", str(steps)], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=1, help="pairs of jobs; the order alternates")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--job", choices=["ours", "sb3"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        print(json.dumps((run_ours if args.job == "ours" else run_sb3)(args.seed, args.steps)))
+        return
+
+    rows, load_before = [], os.getloadavg()
+    for i in range(args.rounds):
+        for lib in (["ours", "sb3"] if i % 2 == 0 else ["sb3", "ours"]):
+            result = {"lib": lib, "round": i, **job(lib, args.seed, args.steps)}
+            result["sps"] = result["steps"] / result["wall_s"]
+            rows.append(result)
+            print(f"{lib:5s} round {i}: {result['sps']:.1f} steps/s ({result['wall_s']:.1f} s)", flush=True)
+    write_results(rows, args, load_before, os.getloadavg())
+
+
+def write_results(rows: list[dict], args, load_before, load_after) -> None:
+    import stable_baselines3
+    import torch
+
+    ours = [r for r in rows if r["lib"] == "ours"]
+    sb3 = [r for r in rows if r["lib"] == "sb3"]
+    sps = lambda rs: f"{np.mean([r['sps'] for r in rs]):.1f}"
+    shares = {k: np.mean([r["shares"][k] for r in ours]) for k in ours[0]["shares"]}
+    command = f"python -m benchmarks.atari_speed --steps {args.steps} --rounds {args.rounds} --seed {args.seed}"
+    lines = [
+        "# PPO-clip vs Stable-Baselines3 PPO on Breakout: training throughput, one torch thread each", "",
+        f"Command: `{command}`  ",
+        f"Machine: {os.cpu_count()} cores ({platform.machine()}), shared with other jobs: load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; torch {torch.__version__}, "
+        f"SB3 {stable_baselines3.__version__}; {args.steps} environment steps per job, CleanRL ppo_atari settings; "
+        f"steps/s = environment steps / training wall time (set-up and evaluation excluded).", "",
+        "| library | environments | jobs | steps/s |", "|---|---|---|---|",
+        f"| tokengym ppo_clip | ale-py AtariVectorEnv | {len(ours)} | {sps(ours)} |",
+        f"| SB3 PPO | AtariWrapper, DummyVecEnv, VecFrameStack | {len(sb3)} | {sps(sb3)} |", "",
+        f"Throughput ratio ours / SB3: {float(sps(ours)) / float(sps(sb3)):.2f}.", "",
+        "Where our training time goes (share of wall time):", "",
+        "| emulator (vector env step) | network forward in rollouts | rest of the rollout (GAE, tensors) | update |",
+        "|---|---|---|---|",
+        f"| {shares['emulator']:.1%} | {shares['forward']:.1%} | {shares['rest_of_rollout']:.1%} | "
+        f"{shares['update']:.1%} |", "",
+        "| library | round | steps | wall (s) | steps/s |", "|---|---|---|---|---|",
+        *[f"| {r['lib']} | {r['round']} | {r['steps']} | {r['wall_s']:.1f} | {r['sps']:.1f} |" for r in rows],
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "atari_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
