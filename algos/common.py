@@ -114,6 +114,11 @@ def require_positive(hp, *names: str) -> None:
         require(value > 0, f"algo.{name}={value} must be > 0")
 
 
+def require_choice(hp, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(hp, name)
+    require(value in choices, f"algo.{name}={value!r}; valid: {', '.join(choices)}")
+
+
 def require_fraction(hp, *names: str) -> None:
     for name in names:
         value = getattr(hp, name)
@@ -356,7 +361,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, episode_ends: torch.Tensor,
 
 @dataclass
 class Batch:
-    """One rollout flattened to (num_steps * num_envs, ...) samples."""
+    """One rollout flattened to (num_steps * num_envs, ...) samples, step-major: sample t * num_envs + n is
+    step t of environment n."""
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -364,15 +370,22 @@ class Batch:
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    num_envs: int
 
     def __len__(self) -> int:
         return self.advantages.shape[0]
 
-    def minibatch_indices(self, num_minibatches: int) -> Iterator[torch.Tensor | slice]:
+    def minibatch_indices(self, num_minibatches: int, by: str = "sample") -> Iterator[torch.Tensor | slice]:
         """A fresh shuffle of the whole batch, cut into equal minibatches (Huang et al. 2022, detail 6).
-        A single minibatch is the whole batch, whose mean gradient no order changes: no shuffle, no copy."""
+        by="env" shuffles whole environments instead (all their steps together, as recurrent PPO does), which
+        keeps each episode's per-token samples in one minibatch: the text agent then runs one forward pass per
+        episode. A single minibatch is the whole batch, whose mean gradient no order changes: no shuffle."""
         if num_minibatches == 1:
             yield slice(None)
+        elif by == "env":
+            steps = torch.arange(len(self) // self.num_envs)[:, None] * self.num_envs
+            for envs in torch.randperm(self.num_envs).chunk(num_minibatches):
+                yield (steps + envs[None, :]).reshape(-1)
         else:
             yield from torch.randperm(len(self)).chunk(num_minibatches)
 
@@ -465,7 +478,7 @@ class Rollout:
         self._obs_for_stats = obs_t
         flat = lambda x: x.reshape(-1, *x.shape[2:])
         return Batch(flat(obs_t), flat(torch.stack(actions)), flat(torch.stack(logprobs)), flat(values_t),
-                     flat(advantages), flat(advantages + values_t))
+                     flat(advantages), flat(advantages + values_t), n)
 
     def _kl_penalty(self, step_kl: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
         """beta * (log pi - log pi_ref) for this step; finished episodes' total KL goes to the metrics."""
@@ -747,6 +760,9 @@ def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
     hp = check_settings(schema, cfg.algo, "algo.")
     batch_size = cfg.env.num_envs * hp.num_steps
     minibatches = getattr(hp, "num_minibatches", 1)
+    require(getattr(hp, "minibatch_by", "sample") == "sample" or cfg.env.num_envs % minibatches == 0,
+            f"algo.minibatch_by=env splits env.num_envs={cfg.env.num_envs} environments into "
+            f"algo.num_minibatches={minibatches} equal groups; choose a divisor of {cfg.env.num_envs}")
     require(batch_size % minibatches == 0,
             f"a batch of env.num_envs * algo.num_steps = {cfg.env.num_envs} * {hp.num_steps} = {batch_size} "
             f"samples cannot be split into algo.num_minibatches={minibatches} equal minibatches; "

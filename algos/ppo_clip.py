@@ -30,6 +30,7 @@ class Hyperparameters:
     adam_eps: float = 1e-5
     num_steps: int = 128  # environment steps per env per rollout (segment length)
     num_minibatches: int = 4  # minibatches the num_envs * num_steps samples are cut into, each epoch
+    minibatch_by: str = "sample"  # "sample", or "env": whole environments, keeping episodes together
     update_epochs: int = 4  # passes over each batch
     gamma: float = 0.99  # discount
     gae_lambda: float = 0.95
@@ -43,6 +44,7 @@ class Hyperparameters:
     target_kl: float | None = None  # stop the epochs of an update once approx_kl exceeds this
 
     def __post_init__(self):
+        common.require_choice(self, "minibatch_by", ("sample", "env"))
         common.require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches",
                                 "update_epochs", "clip_coef", "max_grad_norm")
         common.require_fraction(self, "gamma", "gae_lambda")
@@ -86,7 +88,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
         clipfracs, stop_early = [], False
         for _ in range(hp.update_epochs):
-            for idx in batch.minibatch_indices(hp.num_minibatches):
+            for idx in batch.minibatch_indices(hp.num_minibatches, hp.minibatch_by):
                 logprob, entropy, values = agent.evaluate(batch.obs[idx], batch.actions[idx])
                 logratio = logprob - batch.logprobs[idx]
                 ratio = logratio.exp()

@@ -27,6 +27,7 @@ class Hyperparameters:
     adam_eps: float = 1e-5
     num_steps: int = 128
     num_minibatches: int = 4
+    minibatch_by: str = "sample"  # "sample", or "env": whole environments, keeping episodes together
     update_epochs: int = 10
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -38,6 +39,7 @@ class Hyperparameters:
     max_grad_norm: float = 0.5
 
     def __post_init__(self):
+        common.require_choice(self, "minibatch_by", ("sample", "env"))
         common.require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches", "update_epochs",
                                 "target_kl", "init_beta", "max_grad_norm")
         common.require_fraction(self, "gamma", "gae_lambda")
@@ -73,7 +75,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             old_dist = agent.distribution(batch.obs)
 
         for _ in range(hp.update_epochs):
-            for idx in batch.minibatch_indices(hp.num_minibatches):
+            for idx in batch.minibatch_indices(hp.num_minibatches, hp.minibatch_by):
                 logprob, entropy, values = agent.evaluate(batch.obs[idx], batch.actions[idx])
                 ratio = torch.exp(logprob - batch.logprobs[idx])
                 adv = batch.advantages[idx]

@@ -35,12 +35,14 @@ class Hyperparameters:
     value_learning_rate: float = 1e-3
     value_epochs: int = 10  # passes of value regression per batch
     num_minibatches: int = 2  # value regression minibatches per pass
+    minibatch_by: str = "sample"  # "sample", or "env": whole environments, keeping episodes together
     num_steps: int = 512
     gamma: float = 0.99
     gae_lambda: float = 0.98
     norm_adv: bool = True
 
     def __post_init__(self):
+        common.require_choice(self, "minibatch_by", ("sample", "env"))
         common.require_positive(self, "max_kl", "cg_iters", "cg_damping", "backtrack_iters",
                                 "value_learning_rate", "value_epochs", "num_minibatches", "num_steps")
         common.require(0 < self.backtrack_coef < 1, f"algo.backtrack_coef={self.backtrack_coef} must lie in (0, 1)")
@@ -126,7 +128,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         new_surrogate, kl = surrogate_and_kl(x)  # also leaves the policy at the accepted parameters
 
         for _ in range(hp.value_epochs):
-            for idx in batch.minibatch_indices(hp.num_minibatches):
+            for idx in batch.minibatch_indices(hp.num_minibatches, hp.minibatch_by):
                 v_loss = 0.5 * ((agent.value(batch.obs[idx]) - batch.returns[idx]) ** 2).mean()
                 value_opt.zero_grad()
                 v_loss.backward()

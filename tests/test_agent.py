@@ -111,3 +111,13 @@ def test_truncation_is_bootstrapped_and_termination_is_not(ending):
     expected = [1 + gamma * (1 + gamma * tail), 1 + gamma * tail, tail, 1 + gamma * 10]
     np.testing.assert_allclose(batch.returns.numpy(), expected, rtol=1e-6)
     assert rollout.finished_episodes == [(3, 3.0, 3)]
+
+
+def test_minibatches_by_env_hold_whole_environments():
+    steps, num_envs = 5, 6
+    batch = common.Batch(*(torch.arange(steps * num_envs) for _ in range(6)), num_envs=num_envs)
+    minibatches = list(batch.minibatch_indices(3, by="env"))
+    assert sorted(torch.cat(minibatches).tolist()) == list(range(steps * num_envs))
+    for idx in minibatches:
+        envs = set((idx % num_envs).tolist())
+        assert len(envs) == 2 and len(idx) == 2 * steps  # every step of two environments

@@ -38,14 +38,21 @@ def encode(tokenizer, prompts: list[str]) -> list[list[int]]:
     return [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
-@torch.no_grad()
-def sample(lm, tokenizer, prompts: list[str], n: int, max_new_tokens: int) -> Samples:
-    """`n` completions per prompt, sampled at temperature 1 (no top-k/top-p), batched with left padding."""
+def left_padded(tokenizer, prompts: list[str]) -> tuple[list[list[int]], torch.Tensor, torch.Tensor, int]:
+    """(encoded prompts, left-padded ids, attention mask, pad id) for batched generation."""
     encoded = encode(tokenizer, prompts)
     width = max(map(len, encoded))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    return encoded, ids, mask, pad
+
+
+@torch.no_grad()
+def sample(lm, tokenizer, prompts: list[str], n: int, max_new_tokens: int) -> Samples:
+    """`n` completions per prompt, sampled at temperature 1 (no top-k/top-p), batched with left padding."""
+    encoded, ids, mask, pad = left_padded(tokenizer, prompts)
+    width = ids.shape[1]
     out = lm.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
                       max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=pad,
                       eos_token_id=tokenizer.eos_token_id)
