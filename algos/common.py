@@ -19,7 +19,6 @@ import pickle
 import platform
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -77,7 +77,7 @@ def test_sigkill_at_a_random_update_then_resume_matches_the_uninterrupted_run(tm
 def test_sigterm_checkpoints_before_exit_then_resume_matches(tmp_path, uninterrupted):
     stop_after, proc = start_and_stop_at_random_update(tmp_path, signal.SIGTERM)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert f"SIGTERM received: stopped after update" in proc.stderr.read()
+    assert "SIGTERM received: stopped after update" in proc.stderr.read()
     stopped_at = checkpoint_meta(tmp_path)["next_update"]
     assert stop_after <= stopped_at < 80
     resumed = subprocess.run(cli(*RUN, f"hydra.run.dir={tmp_path}"), cwd=REPO, capture_output=True, text=True)
@@ -145,7 +145,8 @@ def test_checkpoint_of_another_algorithm_or_network_is_refused(compose_cfg, tmp_
     train(compose_cfg(*RUN[:3], "total_timesteps=512"), tmp_path)
     with pytest.raises(CheckpointError, match="is a checkpoint of ppo_clip on CartPole-v1, but this run is trpo"):
         train(compose_cfg("algo=trpo", "env=cartpole", "total_timesteps=8192"), tmp_path)
-    with pytest.raises(CheckpointError, match=r"another shape \(actor_torso.0.bias: checkpoint \(64,\), this agent \(32,\)"):
+    shape_message = r"another shape \(actor_torso.0.bias: checkpoint \(64,\), this agent \(32,\)"
+    with pytest.raises(CheckpointError, match=shape_message):
         train(compose_cfg(*RUN[:3], "total_timesteps=512", "net.hidden_sizes=[32,32]"), tmp_path)
 
 

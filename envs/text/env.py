@@ -245,7 +245,7 @@ def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> Token
     reference, tokenizer = load_causal_lm(env_cfg.reference_model or policy_model)
     if env_cfg.reference_model and env_cfg.reference_model != policy_model:
         require_same_vocabulary(load_causal_lm(policy_model)[1], tokenizer)
-    context = getattr(reference.config, "n_positions", None) or getattr(reference.config, "max_position_embeddings")
+    context = getattr(reference.config, "n_positions", None) or reference.config.max_position_embeddings
     require(env_cfg.max_prompt_tokens + env_cfg.max_new_tokens <= context,
             f"env.max_prompt_tokens + env.max_new_tokens = {env_cfg.max_prompt_tokens + env_cfg.max_new_tokens} is "
             f"more than the model's context of {context} tokens; lower them")

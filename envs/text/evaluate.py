@@ -167,7 +167,7 @@ def main() -> None:
     try:
         text = evaluate_run(args.run_dir, args.prompts, args.best_of, args.seed)
     except ConfigError as err:
-        raise SystemExit(f"tokengym: error: {err}")
+        raise SystemExit(f"tokengym: error: {err}") from None
     (args.run_dir / "text_eval.md").write_text(text)
     print(text)
 
