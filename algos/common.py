@@ -427,11 +427,15 @@ class KLController:
 
 class Rollout:
     """Fixed-length segments of `num_steps` from each of the vector env's environments (Huang et al. 2022,
-    detail 1), with the bootstrap at time-limit truncation done right (SB3 #633, CleanRL #198)."""
+    detail 1), with the bootstrap at time-limit truncation done right (SB3 #633, CleanRL #198).
+
+    `bootstrap_truncated=False` is for environments whose limit is part of the task (the text env's response
+    limit, where the final reward is paid): nothing follows a truncation there, so nothing is bootstrapped."""
 
     def __init__(self, envs: gym.vector.VectorEnv, agent: Agent, num_steps: int, gamma: float, seed: int,
-                 scale_rewards: bool = False, kl: KLController | None = None):
+                 scale_rewards: bool = False, kl: KLController | None = None, bootstrap_truncated: bool = True):
         self.envs, self.agent, self.num_steps, self.gamma, self.kl = envs, agent, num_steps, gamma, kl
+        self.bootstrap_truncated = bootstrap_truncated
         self.reward_scaler = RewardScaler(envs.num_envs, gamma) if scale_rewards else None
         self.episode_kl = np.zeros(envs.num_envs)  # running sum of log pi - log pi_ref in each episode
         self.episode_metrics: dict[str, list[float]] = {}  # per finished episode, e.g. text/gold_reward
@@ -460,7 +464,8 @@ class Rollout:
                 rewards[t] -= self._kl_penalty(logprob.numpy() - info["ref_logprob"], ends[t] > 0)
             self.global_step += n
             if "final_obs" in info:
-                rewards[t] += self._truncation_bootstrap(truncated & ~terminated, info)
+                if self.bootstrap_truncated:
+                    rewards[t] += self._truncation_bootstrap(truncated & ~terminated, info)
                 self._record_episodes(info)
             obs.append(self.next_obs); actions.append(action); logprobs.append(logprob); values.append(value)
             self.next_obs = torch.as_tensor(next_obs)
@@ -772,7 +777,8 @@ def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
     envs = make_vector_env(cfg.env, cfg.env.num_envs, training=True)
     agent = make_agent(envs.single_observation_space, envs.single_action_space, cfg.net)
     kl = KLController(cfg.env.kl_coef, cfg.env.kl_target, cfg.env.kl_horizon) if cfg.env.get("kl_coef") else None
-    rollout = Rollout(envs, agent, hp.num_steps, hp.gamma, cfg.seed, scale_rewards=cfg.env.normalize_reward, kl=kl)
+    rollout = Rollout(envs, agent, hp.num_steps, hp.gamma, cfg.seed, scale_rewards=cfg.env.normalize_reward, kl=kl,
+                      bootstrap_truncated=cfg.env.get("bootstrap_truncated", True))
     num_updates = cfg.total_timesteps // batch_size
     kl_target = getattr(hp, "target_kl", None) or getattr(hp, "max_kl", None)
     return hp, Run(cfg, algo, run_dir, agent, rollout, num_updates, kl_target), agent, rollout, num_updates

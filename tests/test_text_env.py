@@ -280,3 +280,19 @@ def test_evaluation_reports_the_policy_beside_best_of_n(tiny_lm, compose_cfg, tm
     assert float(rows["best-of-4 (reference)"][kl_column]) == pytest.approx(math.log(4) - 3 / 4, abs=1e-3)
     assert float(rows["best-of-1 (reference)"][kl_column]) == 0.0
     assert distinct_n(["a b a b"], 1) == 0.5 and distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+
+
+def test_the_response_limit_is_not_bootstrapped(tiny_lm, lm_and_tokenizer):
+    """The response limit is part of the task: with V = 10 everywhere, the returns of a truncated episode are
+    its score alone (a bootstrap would add 10 and favour running into the limit over ending with EOS)."""
+    _, tokenizer = lm_and_tokenizer
+    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer))
+    with torch.no_grad():
+        agent.value_head.weight.zero_()
+        agent.value_head.bias.fill_(10.0)
+    envs = TokenVectorEnv(length_task(), tokenizer, num_envs=1, max_prompt_tokens=8, max_new_tokens=2)
+    rollout = Rollout(envs, agent, num_steps=2, gamma=1.0, seed=0, bootstrap_truncated=False)
+    batch = rollout.collect(gae_lambda=1.0)
+    [(_, score, length)] = rollout.finished_episodes
+    assert length == 2 and tokenizer.eos_token_id not in batch.actions.tolist()  # truncated, not terminated
+    assert batch.returns.tolist() == pytest.approx([score, score])

@@ -228,6 +228,7 @@ class Settings:
     kl_target: float | None  # per-sequence KL target in nats for the adaptive controller; null: fixed beta
     kl_horizon: int  # the adaptive controller's horizon (Ziegler et al. 2019), in environment steps
     normalize_reward: bool
+    bootstrap_truncated: bool  # false: the response limit is part of the task, its reward is final
 
     def __post_init__(self):
         for name in ("num_envs", "max_prompt_tokens", "max_new_tokens", "kl_horizon"):
