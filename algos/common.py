@@ -425,6 +425,9 @@ class KLController:
             self.beta *= 1 + error * n_steps / self.horizon
 
 
+SAMPLES_LOGGED = 8  # finished episodes' texts shown in TensorBoard at each logged update
+
+
 class Rollout:
     """Fixed-length segments of `num_steps` from each of the vector env's environments (Huang et al. 2022,
     detail 1), with the bootstrap at time-limit truncation done right (SB3 #633, CleanRL #198).
@@ -439,6 +442,7 @@ class Rollout:
         self.reward_scaler = RewardScaler(envs.num_envs, gamma) if scale_rewards else None
         self.episode_kl = np.zeros(envs.num_envs)  # running sum of log pi - log pi_ref in each episode
         self.episode_metrics: dict[str, list[float]] = {}  # per finished episode, e.g. text/gold_reward
+        self.samples: list[str] = []  # the latest finished episodes' texts, for environments that give them
         obs, _ = envs.reset(seed=seed)
         envs.action_space.seed(seed)
         self.next_obs = torch.as_tensor(obs)
@@ -543,6 +547,8 @@ class Rollout:
             self.finished_episodes.append((self.global_step, float(ep["r"][i]), int(ep["l"][i])))
         for tag, values in final.get("metrics", {}).items():
             self.episode_metrics.setdefault(tag, []).extend(values[final["_metrics"]].tolist())
+        if "samples" in final:
+            self.samples = (self.samples + final["samples"][final["_samples"]].tolist())[-SAMPLES_LOGGED:]
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
@@ -733,6 +739,8 @@ class Run:
             for tag, value in {**scalars, **metrics, "charts/SPS": sps}.items():
                 self.writer.add_scalar(tag, value, step)
             self.rollout.episode_metrics = {}
+            if self.rollout.samples:
+                self.writer.add_text("text/samples", "\n".join(f"- `{s}`" for s in self.rollout.samples), step)
 
     def finish(self, algo_state: dict) -> dict:
         """Final checkpoint, final evaluation, summary.json; returns the summary."""

@@ -188,7 +188,10 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             final_obs[row] = self.batch.tokens[row].copy()
         lengths = self.batch.lengths - self.batch.prompt_lengths
         episode = {"r": np.where(done, rewards, 0.0), "l": np.where(done, lengths, 0)}
-        final_info = {"episode": episode, "_episode": done.copy()}
+        final_info = {"episode": episode, "_episode": done.copy(), "samples": np.empty(self.num_envs, dtype=object),
+                      "_samples": done.copy()}
+        for row, prompt, completion in zip(rows, *self.batch.texts(rows)):
+            final_info["samples"][row] = f"{prompt} -> {completion}"
         if self.gold is not None:
             gold = np.zeros(self.num_envs)
             gold[rows] = self.gold(*self.batch.texts(rows))
