@@ -1,12 +1,13 @@
 """Soak test: does a long run leak memory or file handles, and does a large sweep leave anything behind?
 
-1. One long run (default: PPO-clip, CartPole-v1, 2M steps). Its resident memory (VmRSS) and open file
-   descriptors are read from /proc every `--every` seconds; after a warm-up (the first 20% of samples) both
-   should stay flat. Reported: min / max / growth after warm-up.
+1. Long runs (default: PPO-clip on CartPole-v1 for 2M steps; `--long` adds others, e.g. 200 PPO updates on a
+   text task). Resident memory (VmRSS) and open file descriptors are read from /proc every `--every` seconds;
+   after a warm-up (the first 20% of samples) both should stay flat. Reported: min / max / growth after warm-up.
 2. A many-job Hydra multirun (default 50 tiny jobs). Reported: processes from it still alive afterwards, and
    entries added to the temporary directory.
 
-    python -m benchmarks.soak --steps 2000000 --jobs 50
+    python -m benchmarks.soak --jobs 50 --long "algo=ppo_clip env=cartpole total_timesteps=2000000" \
+        --long "algo=ppo_clip env=text env.task=examples/terse_task.py:make_task env.policy_model=<LM> ..."
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ def sample(pid: int) -> tuple[float, int] | None:
         return None
 
 
-def long_run(steps: int, every: float, run_dir: Path) -> list[tuple[float, float, int]]:
-    proc = subprocess.Popen([sys.executable, "-m", "algos", "algo=ppo_clip", "env=cartpole",
-                             f"total_timesteps={steps}", f"hydra.run.dir={run_dir}"], cwd=ROOT,
+def long_run(overrides: list[str], every: float, run_dir: Path) -> list[tuple[float, float, int]]:
+    proc = subprocess.Popen([sys.executable, "-m", "algos", *overrides, f"hydra.run.dir={run_dir}"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     start, samples = time.time(), []
     while proc.poll() is None:
@@ -84,26 +84,30 @@ def flatness(samples: list[tuple[float, float, int]]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2_000_000)
+    parser.add_argument("--long", action="append", help="overrides of one long run (repeatable)")
     parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--launcher", default="basic", help="hydra/launcher for the sweep (basic, joblib, ...)")
     args = parser.parse_args()
 
+    runs = args.long or ["algo=ppo_clip env=cartpole total_timesteps=2000000"]
     work = Path(tempfile.mkdtemp(prefix="tokengym-soak-", dir=ROOT / "results" / "runs"))
-    samples = long_run(args.steps, args.every, work / "long")
-    flat = flatness(samples)
+    curves = {run: long_run(run.split(), args.every, work / f"long{i}") for i, run in enumerate(runs)}
     swept = sweep(args.jobs, work / "sweep", args.launcher)
 
-    command = f"python -m benchmarks.soak --steps {args.steps} --jobs {args.jobs} --launcher {args.launcher}"
-    lines = [
-        "# Soak: memory and file handles over a long run; leftovers after a sweep", "",
-        f"Command: `{command}`", "",
-        f"Long run: PPO-clip, CartPole-v1, {args.steps} steps, {flat['seconds']:.0f} s, {flat['samples']} samples "
-        f"every {args.every} s. After warm-up (first 20% of samples dropped):", "",
-        "| measure | min | max | last - first |", "|---|---|---|---|",
-        f"| resident memory (MiB) | {flat['rss_min']:.1f} | {flat['rss_max']:.1f} | {flat['rss_growth']:+.1f} |",
-        f"| open file descriptors | {flat['fd_min']} | {flat['fd_max']} | |", "",
+    command = (f"python -m benchmarks.soak --jobs {args.jobs} --launcher {args.launcher} --every {args.every} "
+               + " ".join(f'--long "{run}"' for run in runs))
+    lines = ["# Soak: memory and file handles over long runs; leftovers after a sweep", "",
+             f"Command: `{command}`", "",
+             "After warm-up (the first 20% of samples dropped):", "",
+             "| long run | seconds | samples | resident memory min / max (MiB) | last - first (MiB) | open fds |",
+             "|---|---|---|---|---|---|"]
+    for run, samples in curves.items():
+        flat = flatness(samples)
+        lines.append(f"| `{run}` | {flat['seconds']:.0f} | {flat['samples']} | {flat['rss_min']:.1f} / "
+                     f"{flat['rss_max']:.1f} | {flat['rss_growth']:+.1f} | {flat['fd_min']}-{flat['fd_max']} |")
+    lines += [
+        "",
         f"Sweep: {swept['jobs']} jobs with the {swept['launcher']} launcher, {swept['seconds']:.0f} s, "
         f"{swept['finished']} finished; processes left running: {len(swept['leftover_processes'])}; "
         f"new entries in {tempfile.gettempdir()}: {len(swept['new_temp_entries'])}"
@@ -112,8 +116,9 @@ def main() -> None:
     out = ROOT / "results" / "soak.md"
     out.write_text("\n".join(lines))
     with open(out.with_suffix(".csv"), "w") as f:
-        f.write("seconds,rss_mib,open_fds\n")
-        f.writelines(f"{t:.1f},{rss:.1f},{fd}\n" for t, rss, fd in samples)
+        f.write("run,seconds,rss_mib,open_fds\n")
+        for run, samples in curves.items():
+            f.writelines(f"{run},{t:.1f},{rss:.1f},{fd}\n" for t, rss, fd in samples)
     print("\n".join(lines))
 
 
