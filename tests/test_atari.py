@@ -2,6 +2,7 @@
 PPO runs through the algorithm file, exact repeats and bad input."""
 
 import json
+import logging
 import re
 
 import gymnasium as gym
@@ -125,6 +126,16 @@ def test_same_seed_repeats_exactly(tmp_path):
     assert first["eval"]["returns"] == second["eval"]["returns"]
     params = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["agent"] for d in "ab"]
     assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])
+
+
+def test_a_run_resumes_from_its_checkpoint_with_new_games(tmp_path, caplog):
+    """ale-py cannot save its emulators: the resumed run restarts its games and carries on from the checkpoint."""
+    small = ["env.num_envs=4", "algo.num_steps=32"]
+    ppo_clip.train(ppo_config(tmp_path, "total_timesteps=256", *small), tmp_path)
+    with caplog.at_level(logging.INFO, logger="tokengym"):
+        summary = ppo_clip.train(ppo_config(tmp_path, "total_timesteps=512", *small), tmp_path)
+    assert "from update 2 (environment step 256)" in caplog.text
+    assert summary["total_env_steps"] == 512
 
 
 def test_a2c_preset_runs_on_pong(tmp_path):
