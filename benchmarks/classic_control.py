@@ -69,7 +69,7 @@ def main() -> None:
     rows = table_rows(results)
 
     command = (f"python -m benchmarks.classic_control --algos {' '.join(args.algos)} --envs {' '.join(args.envs)} "
-               f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}")
+               f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs} --name {args.name}")
     lines = [f"# Classic control, shipped defaults, {len(args.seeds)} seeds", "", f"Command: `{command}`  ",
              "Final evaluation: 10 episodes, deterministic policy; mean +- std over seeds of each seed's mean. "
              f"Wall time: training only, mean over seeds, {args.jobs} jobs at a time on this machine.", "",
