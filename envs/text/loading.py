@@ -33,15 +33,19 @@ def load_reward_model(name_or_path: str | Path):
 
 
 def _from_pretrained(auto_class, name_or_path: str | Path, what: str):
-    source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else str(name_or_path)
+    text, local = str(name_or_path), Path(name_or_path).expanduser()
+    if not local.exists() and (local.is_absolute() or text.startswith((".", "~"))):
+        raise _cannot_load(what, text, f"there is no folder {local}")
     try:
-        return auto_class.from_pretrained(source)
+        return auto_class.from_pretrained(str(local) if local.exists() else text)  # else a hub name, e.g. "gpt2"
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"cannot load the {what} from {str(name_or_path)!r}: {reason}. Give a folder written by "
-            f"save_pretrained (for the default models: envs.text.ensure_text_models()), or a Hugging Face "
-            f"model name that is in the local Hugging Face cache (or reachable online)") from None
+        raise _cannot_load(what, text, (str(err).strip().splitlines() or [type(err).__name__])[0]) from None
+
+
+def _cannot_load(what: str, name: str, reason: str) -> ConfigError:
+    return ConfigError(f"cannot load the {what} from {name!r}: {reason.rstrip('.')}. Give a folder written by "
+                       f"save_pretrained (for the default models: envs.text.ensure_text_models()), or a Hugging "
+                       f"Face model name that is in the local Hugging Face cache (or reachable online)")
 
 
 def require_tokenizer_fits_model(tokenizer, model, role: str) -> None:
