@@ -1,10 +1,10 @@
 """Soak test: does a long run leak memory or file handles, and does a large sweep leave anything behind?
 
-1. Long runs (default: PPO-clip on CartPole-v1 for 2M steps; `--long` adds others, e.g. 200 PPO updates on a
-   text task). Resident memory (VmRSS) and open file descriptors are read from /proc every `--every` seconds;
+1. Long runs, each given with `--long` as command-line overrides (e.g. PPO-clip on CartPole-v1 for 2M steps,
+   200 PPO updates on a text task). Resident memory (VmRSS) and open file descriptors are read from /proc every `--every` seconds;
    after a warm-up (the first 20% of samples) both should stay flat. Reported: min / max / growth after warm-up.
-2. A many-job Hydra multirun (default 50 tiny jobs). Reported: processes from it still alive afterwards, and
-   entries added to the temporary directory.
+2. A many-job Hydra multirun (default 50 tiny jobs). Reported: Python processes orphaned by it (still alive
+   with init as parent once it has finished), and entries added to the temporary directory.
 
     python -m benchmarks.soak --jobs 50 --long "algo=ppo_clip env=cartpole total_timesteps=2000000" \
         --long "algo=ppo_clip env=text env.task=examples/terse_task.py:make_task env.policy_model=<LM> ..."
@@ -47,11 +47,13 @@ def long_run(overrides: list[str], every: float, run_dir: Path) -> list[tuple[fl
     return samples
 
 
-def python_processes() -> set[int]:
+def orphaned_python_processes() -> set[int]:
+    """Python processes whose parent has exited (re-parented to init): what a finished sweep could leave."""
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if b"python" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            status = Path(f"/proc/{pid}/status").read_text()
+            if b"python" in Path(f"/proc/{pid}/cmdline").read_bytes() and "\nPPid:\t1\n" in status:
                 found.add(int(pid))
         except OSError:
             continue
@@ -59,7 +61,7 @@ def python_processes() -> set[int]:
 
 
 def sweep(jobs: int, sweep_dir: Path, launcher: str) -> dict:
-    tmp_before, procs_before = set(os.listdir(tempfile.gettempdir())), python_processes()
+    tmp_before, orphans_before = set(os.listdir(tempfile.gettempdir())), orphaned_python_processes()
     seeds = ",".join(map(str, range(jobs)))
     cmd = [sys.executable, "-m", "algos", "-m", "algo=ppo_clip", "env=cartpole", f"seed={seeds}",
            "total_timesteps=2048", "eval_episodes=1", f"hydra.sweep.dir={sweep_dir}"]
@@ -70,7 +72,7 @@ def sweep(jobs: int, sweep_dir: Path, launcher: str) -> dict:
     time.sleep(2)  # give exiting workers a moment, as a user's next command would
     return {"jobs": jobs, "launcher": launcher, "seconds": time.time() - start,
             "finished": len(list(sweep_dir.glob("*/summary.json"))),
-            "leftover_processes": sorted(python_processes() - procs_before - {os.getpid()}),
+            "leftover_processes": sorted(orphaned_python_processes() - orphans_before),
             "new_temp_entries": sorted(set(os.listdir(tempfile.gettempdir())) - tmp_before)}
 
 
@@ -88,15 +90,16 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--launcher", default="basic", help="hydra/launcher for the sweep (basic, joblib, ...)")
+    parser.add_argument("--out", default="results/soak.md")
     args = parser.parse_args()
 
-    runs = args.long or ["algo=ppo_clip env=cartpole total_timesteps=2000000"]
+    runs = args.long or []
     work = Path(tempfile.mkdtemp(prefix="tokengym-soak-", dir=ROOT / "results" / "runs"))
     curves = {run: long_run(run.split(), args.every, work / f"long{i}") for i, run in enumerate(runs)}
     swept = sweep(args.jobs, work / "sweep", args.launcher)
 
     command = (f"python -m benchmarks.soak --jobs {args.jobs} --launcher {args.launcher} --every {args.every} "
-               + " ".join(f'--long "{run}"' for run in runs))
+               f"--out {args.out} " + " ".join(f'--long "{run}"' for run in runs))
     lines = ["# Soak: memory and file handles over long runs; leftovers after a sweep", "",
              f"Command: `{command}`", "",
              "After warm-up (the first 20% of samples dropped):", "",
@@ -109,11 +112,11 @@ def main() -> None:
     lines += [
         "",
         f"Sweep: {swept['jobs']} jobs with the {swept['launcher']} launcher, {swept['seconds']:.0f} s, "
-        f"{swept['finished']} finished; processes left running: {len(swept['leftover_processes'])}; "
+        f"{swept['finished']} finished; orphaned Python processes left running: {len(swept['leftover_processes'])}; "
         f"new entries in {tempfile.gettempdir()}: {len(swept['new_temp_entries'])}"
         + (f" ({', '.join(swept['new_temp_entries'][:10])})" if swept["new_temp_entries"] else ""), "",
     ]
-    out = ROOT / "results" / "soak.md"
+    out = ROOT / args.out
     out.write_text("\n".join(lines))
     with open(out.with_suffix(".csv"), "w") as f:
         f.write("run,seconds,rss_mib,open_fds\n")
