@@ -5,6 +5,8 @@ Atari runs (Schulman et al. 2017; CleanRL ppo_atari): up to `noop_max` no-ops an
 at a game's start, each action repeated for 4 frames with the max over the last two, 84x84 grayscale, the last
 4 frames stacked (N, 4, 84, 84) uint8. ale-py does all of this in C++. Our wrappers add, in this order:
 
+0. `FireAfterLifeLoss`: FIRE on the step after a lost life, as SB3's and CleanRL's FireResetEnv press it at each
+   lost life; ale-py presses it at a game's start only, so a Breakout ball would wait for the agent to fire.
 1. `FullGameStatistics`: the raw score and length of whole games (all lives, unclipped) in
    info["final_info"]["episode"], the layout algos/common.py reads; this is what is logged and evaluated.
 2. `TrainingSignal`, for training only: a lost life ends the episode for the value targets while the game goes
@@ -12,13 +14,14 @@ at a game's start, each action repeated for 4 frames with the max over the last 
    `episodic_life=True` restarts the whole game at every lost life instead, so a game would last one life; and
    its `reward_clipping` would hide the raw score; we leave both off.
 
-Checked against gymnasium's Python wrappers (tests/test_atari.py): with no-ops off, the observations, rewards,
+Checked against gymnasium's Python wrappers (tests/test_atari.py): with no-ops and FireAfterLifeLoss off, the
+observations, rewards,
 terminations and final observations are identical to gym.make(..., frameskip=1, repeat_action_probability=0)
 + AtariPreprocessing + FrameStackObservation(padding_type="zero") for a fixed action sequence.
 Differences from the Python wrapper stacks of SB3 and CleanRL: a game's first observation stacks zero frames
 before its one real frame (gymnasium's default repeats that frame); ale-py takes 0 to noop_max - 1 no-ops
-(those stacks take 1 to noop_max), one fewer where it presses FIRE; and FIRE is pressed at a game's start
-only, not after each lost life, so in Breakout the agent must learn to relaunch the ball itself.
+(those stacks take 1 to noop_max), one fewer where it presses FIRE; and the FIRE after a lost life is one
+agent step seen by the learner (theirs is hidden inside a reset).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Settings:
     clip_rewards: bool  # training only: rewards clipped to their sign
     repeat_action_probability: float  # sticky actions (Machado et al. 2018 suggest 0.25; 0 in the PPO papers)
     max_episode_frames: int  # a game is truncated after this many emulator frames (108000 = 30 minutes)
+    fire_on_life_loss: bool  # the step after a lost life plays FIRE, whatever the agent chose (games with FIRE)
     num_threads: int  # emulator threads (0: ale-py's default)
 
     def __post_init__(self):
@@ -85,6 +89,26 @@ def ale_game(env_id: str) -> str:
         raise ConfigError(f"the ROM of {env_id} ({game}.bin) is missing or unreadable: {reason}. ale-py (>=0.9) "
                           f"ships the ROMs: reinstall it, or point ALE_ROMS_DIR at a folder holding {game}.bin")
     return game
+
+
+class FireAfterLifeLoss(VectorWrapper):
+    """The step after a lost life plays `fire_action` whatever the agent chose. That step's action has no effect
+    on the game, so its policy-gradient term is zero in expectation; the learner is never stuck waiting to fire."""
+
+    def __init__(self, env: gym.vector.VectorEnv, fire_action: int):
+        super().__init__(env)
+        self.fire_action = fire_action
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.lives, self.fire_due = info["lives"].copy(), np.zeros(self.num_envs, dtype=bool)
+        return obs, info
+
+    def step(self, actions):
+        result = self.env.step(np.where(self.fire_due, self.fire_action, actions))
+        lives = result[4]["lives"]
+        self.fire_due, self.lives = lives < self.lives, lives.copy()
+        return result
 
 
 class FullGameStatistics(RecordEpisodeStatistics):
@@ -142,5 +166,8 @@ def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.v
         repeat_action_probability=env_cfg.repeat_action_probability,
         max_num_frames_per_episode=env_cfg.max_episode_frames,
     )
+    fire = ale_py.Action.FIRE
+    if env_cfg.fire_on_life_loss and fire in envs.ale.get_action_set():
+        envs = FireAfterLifeLoss(envs, list(envs.ale.get_action_set()).index(fire))
     return TrainingSignal(FullGameStatistics(envs), life_loss=training and env_cfg.episodic_life,
                           clip=training and env_cfg.clip_rewards)

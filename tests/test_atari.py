@@ -48,7 +48,7 @@ def test_vector_env_matches_gymnasium_python_wrappers():
     """Same actions, same observations (every step, final ones included), rewards and terminations as
     AtariPreprocessing + FrameStackObservation; no-ops are off, their random counts come from different RNGs."""
     pytest.importorskip("cv2", reason="AtariPreprocessing needs opencv (the bench extra installs it)")
-    ours = make_vector_env(atari_env_cfg("env.noop_max=0"), 2, training=False)
+    ours = make_vector_env(atari_env_cfg("env.noop_max=0", "env.fire_on_life_loss=false"), 2, training=False)
     theirs = SyncVectorEnv([lambda: python_wrappers("ALE/Breakout-v5") for _ in range(2)],
                            autoreset_mode=AutoresetMode.SAME_STEP)
     obs_ours, _ = ours.reset(seed=5)
@@ -103,6 +103,20 @@ def test_training_reward_is_clipped_and_lives_end_episodes_while_the_logged_scor
             games += done.sum()
             raw_sum[done] = clipped_sum[done] = 0
     assert lives_lost >= 2 and games >= 1
+
+
+@pytest.mark.parametrize("fire_on_life_loss", [True, False])
+def test_fire_after_a_lost_life_relaunches_the_ball(fire_on_life_loss):
+    """A policy that never fires loses all five Breakout lives only if FIRE follows each lost life; otherwise the
+    ball waits after the first lost life until the game is cut at max_episode_frames."""
+    cfg = atari_env_cfg(f"env.fire_on_life_loss={fire_on_life_loss}", "env.max_episode_frames=4000")
+    envs = make_vector_env(cfg, 1, training=False)
+    envs.reset(seed=1)
+    for _ in range(1000):
+        _, _, terminated, truncated, _ = envs.step(np.zeros(1, dtype=np.int64))
+        if terminated[0] or truncated[0]:
+            break
+    assert (terminated[0], truncated[0]) == ((True, False) if fire_on_life_loss else (False, True))
 
 
 def ppo_config(tmp_path, *overrides: str):
