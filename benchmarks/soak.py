@@ -3,8 +3,8 @@
 1. Long runs, each given with `--long` as command-line overrides (e.g. PPO-clip on CartPole-v1 for 2M steps,
    200 PPO updates on a text task). Resident memory (VmRSS) and open file descriptors are read from /proc every `--every` seconds;
    after a warm-up (the first 20% of samples) both should stay flat. Reported: min / max / growth after warm-up.
-2. A many-job Hydra multirun (default 50 tiny jobs). Reported: Python processes orphaned by it (still alive
-   with init as parent once it has finished), and entries added to the temporary directory.
+2. A many-job Hydra multirun (default 50 tiny jobs). Reported: job or launcher-worker processes orphaned by it
+   (still alive with init as parent once it has finished), and entries added to the temporary directory.
 
     python -m benchmarks.soak --jobs 50 --long "algo=ppo_clip env=cartpole total_timesteps=2000000" \
         --long "algo=ppo_clip env=text env.task=examples/terse_task.py:make_task env.policy_model=<LM> ..."
@@ -47,13 +47,18 @@ def long_run(overrides: list[str], every: float, run_dir: Path) -> list[tuple[fl
     return samples
 
 
-def orphaned_python_processes() -> set[int]:
-    """Python processes whose parent has exited (re-parented to init): what a finished sweep could leave."""
+SWEEP_PROCESSES = (b"algos", b"loky", b"joblib", b"ray", b"submitit")  # job and launcher-worker command lines
+
+
+def orphaned_sweep_processes() -> set[int]:
+    """Job or launcher-worker processes whose parent has exited (re-parented to init): what a finished sweep
+    could leave behind. Other programs on the machine are not counted."""
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
-            if b"python" in Path(f"/proc/{pid}/cmdline").read_bytes() and "\nPPid:\t1\n" in status:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if "\nPPid:\t1\n" in status and any(word in cmdline for word in SWEEP_PROCESSES):
                 found.add(int(pid))
         except OSError:
             continue
@@ -61,7 +66,7 @@ def orphaned_python_processes() -> set[int]:
 
 
 def sweep(jobs: int, sweep_dir: Path, launcher: str) -> dict:
-    tmp_before, orphans_before = set(os.listdir(tempfile.gettempdir())), orphaned_python_processes()
+    tmp_before, orphans_before = set(os.listdir(tempfile.gettempdir())), orphaned_sweep_processes()
     seeds = ",".join(map(str, range(jobs)))
     cmd = [sys.executable, "-m", "algos", "-m", "algo=ppo_clip", "env=cartpole", f"seed={seeds}",
            "total_timesteps=2048", "eval_episodes=1", f"hydra.sweep.dir={sweep_dir}"]
@@ -72,7 +77,7 @@ def sweep(jobs: int, sweep_dir: Path, launcher: str) -> dict:
     time.sleep(2)  # give exiting workers a moment, as a user's next command would
     return {"jobs": jobs, "launcher": launcher, "seconds": time.time() - start,
             "finished": len(list(sweep_dir.glob("*/summary.json"))),
-            "leftover_processes": sorted(orphaned_python_processes() - orphans_before),
+            "leftover_processes": sorted(orphaned_sweep_processes() - orphans_before),
             "new_temp_entries": sorted(set(os.listdir(tempfile.gettempdir())) - tmp_before)}
 
 
@@ -112,7 +117,8 @@ def main() -> None:
     lines += [
         "",
         f"Sweep: {swept['jobs']} jobs with the {swept['launcher']} launcher, {swept['seconds']:.0f} s, "
-        f"{swept['finished']} finished; orphaned Python processes left running: {len(swept['leftover_processes'])}; "
+        f"{swept['finished']} finished; orphaned job or worker processes left running: "
+        f"{len(swept['leftover_processes'])}; "
         f"new entries in {tempfile.gettempdir()}: {len(swept['new_temp_entries'])}"
         + (f" ({', '.join(swept['new_temp_entries'][:10])})" if swept["new_temp_entries"] else ""), "",
     ]
