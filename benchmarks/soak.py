@@ -105,11 +105,11 @@ def main() -> None:
 
     command = (f"python -m benchmarks.soak --jobs {args.jobs} --launcher {args.launcher} --every {args.every} "
                f"--out {args.out} " + " ".join(f'--long "{run}"' for run in runs))
-    lines = ["# Soak: memory and file handles over long runs; leftovers after a sweep", "",
-             f"Command: `{command}`", "",
-             "After warm-up (the first 20% of samples dropped):", "",
-             "| long run | seconds | samples | resident memory min / max (MiB) | last - first (MiB) | open fds |",
-             "|---|---|---|---|---|---|"]
+    lines = ["# Soak: memory and file handles over long runs; leftovers after a sweep", "", f"Command: `{command}`", ""]
+    if curves:
+        lines += ["After warm-up (the first 20% of samples dropped):", "",
+                  "| long run | seconds | samples | resident memory min / max (MiB) | last - first (MiB) | open fds |",
+                  "|---|---|---|---|---|---|"]
     for run, samples in curves.items():
         flat = flatness(samples)
         lines.append(f"| `{run}` | {flat['seconds']:.0f} | {flat['samples']} | {flat['rss_min']:.1f} / "
