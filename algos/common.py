@@ -518,14 +518,17 @@ class Rollout:
     def load_state_dict(self, state: dict) -> None:
         from envs.snapshot import restore_vector_env_state
 
-        self.next_obs, self.global_step = state["next_obs"], state["global_step"]
+        self.global_step = state["global_step"]
         self.batches_collected, self._obs_for_stats = state["batches_collected"], state["obs_for_stats"]
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
         if self.kl is not None:
             self.kl.beta = state["kl_beta"]
         self.episode_kl = state["episode_kl"].numpy().copy()
-        restore_vector_env_state(self.envs, state["envs"])
+        if restore_vector_env_state(self.envs, state["envs"]):
+            self.next_obs = state["next_obs"]
+        else:  # the episodes restarted at construction: keep their first observations, drop their KL sums
+            self.episode_kl[:] = 0.0
 
     def _truncation_bootstrap(self, truncated: np.ndarray, info: dict) -> np.ndarray:
         """gamma * V(s_T) for environments cut by a time limit; their s_T is in info['final_obs']."""

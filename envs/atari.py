@@ -151,8 +151,9 @@ class TrainingSignal(VectorWrapper):
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def load_state_dict(self, state: dict) -> bool:
+        """ale-py cannot restore emulator states: the games restart, and False says so."""
+        return False
 
 
 def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.vector.VectorEnv:

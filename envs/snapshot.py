@@ -68,7 +68,9 @@ def vector_env_state(envs) -> dict:
     return {"vector": _layer_state(envs), "envs": [[_layer_state(l) for l in _layers(e)] for e in envs.envs]}
 
 
-def restore_vector_env_state(envs, state: dict) -> None:
+def restore_vector_env_state(envs, state: dict) -> bool:
+    """Whether the episodes in progress were restored; an env whose own `load_state_dict` cannot (ale-py's
+    emulators) returns False, and its episodes restart from the reset it had at construction."""
     if hasattr(envs, "load_state_dict"):
         return envs.load_state_dict(state)
     if len(state["envs"]) != len(envs.envs):
@@ -80,3 +82,4 @@ def restore_vector_env_state(envs, state: dict) -> None:
             raise ValueError("the checkpoint's environments are wrapped differently from this run's")
         for layer, layer_state in zip(layers, layer_states):
             _restore_layer(layer, layer_state)
+    return True

@@ -121,3 +121,28 @@ def test_minibatches_by_env_hold_whole_environments():
     for idx in minibatches:
         envs = set((idx % num_envs).tolist())
         assert len(envs) == 2 and len(idx) == 2 * steps  # every step of two environments
+
+
+class RestartingEnvs(SyncVectorEnv):
+    """A vector env that cannot save its episodes (as ale-py's emulators cannot)."""
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        return False
+
+
+def test_resume_on_an_env_that_restarts_keeps_the_fresh_observations():
+    def envs():
+        return RestartingEnvs([lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1"))] * 2,
+                              autoreset_mode=AutoresetMode.SAME_STEP)
+
+    agent = make(gym.spaces.Box(-5, 5, (4,)), gym.spaces.Discrete(2))
+    first = common.Rollout(envs(), agent, num_steps=8, gamma=0.99, seed=0)
+    first.collect(gae_lambda=0.95)
+    resumed = common.Rollout(envs(), agent, num_steps=8, gamma=0.99, seed=1)
+    fresh = resumed.next_obs.clone()
+    resumed.load_state_dict(first.state_dict())
+    assert torch.equal(resumed.next_obs, fresh) and not torch.equal(fresh, first.next_obs)
+    assert resumed.global_step == first.global_step == 16

@@ -206,11 +206,13 @@ class TokenVectorEnv(gym.vector.VectorEnv):
                 "prompt_lengths": torch.from_numpy(b.prompt_lengths.copy()),
                 "prompt_index": torch.from_numpy(b.prompt_index.copy()), "rng": self.np_random.bit_generator.state}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> bool:
+        """Restores every sequence in progress (True: the episodes continue)."""
         b = self.batch
         b.tokens, b.lengths = state["tokens"].numpy().copy(), state["lengths"].numpy().copy()
         b.prompt_lengths, b.prompt_index = state["prompt_lengths"].numpy().copy(), state["prompt_index"].numpy().copy()
         self.np_random.bit_generator.state = state["rng"]
+        return True
 
 
 gym.register(id="tokengym/Text-v0", entry_point=TokenEnv, vector_entry_point=TokenVectorEnv)
