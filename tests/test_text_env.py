@@ -154,8 +154,8 @@ def test_ppo_raises_a_programmatic_reward_on_a_tiny_model(tiny_lm, tmp_path):
     """The README's plug-in example, run as a user would: PPO-clip must raise the reward."""
     out = subprocess.run([sys.executable, "-m", "algos", "algo=ppo_clip", "env=text",
                           "env.task=examples/terse_task.py:make_task", f"env.policy_model={tiny_lm}",
-                          "env.max_new_tokens=6", "env.max_prompt_tokens=8", "algo.learning_rate=1e-3",
-                          "total_timesteps=6144", "eval_episodes=16", f"hydra.run.dir={tmp_path}"],
+                          "env.max_new_tokens=6", "env.max_prompt_tokens=8", "algo.learning_rate=3e-3",
+                          "algo.num_steps=16", "total_timesteps=8192", "eval_episodes=16", f"hydra.run.dir={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -164,7 +164,7 @@ def test_ppo_raises_a_programmatic_reward_on_a_tiny_model(tiny_lm, tmp_path):
     events.Reload()
     returns = [e.value for e in events.Scalars("charts/episodic_return")]
     first, last = np.mean(returns[:100]), np.mean(returns[-100:])
-    assert last > first + 0.1, (first, last)
+    assert last > first + 0.3, (first, last)  # seen: -0.86 -> -0.01 (it learns to stop early)
     assert json.loads((tmp_path / "summary.json").read_text())["env"] == "tokengym/Text-v0"
 
 
