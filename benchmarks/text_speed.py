@@ -7,12 +7,14 @@
    minibatch and as `--minibatches`, against one teacher-forced forward and backward over the same sequences.
 
     python -m benchmarks.text_speed --model <LM folder or name> --batch 16 --new-tokens 24 --repeats 5
+    python -m benchmarks.text_speed --tiny ...     # the 2-layer GPT-2 of the tests, built on the spot
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +29,23 @@ from envs.text.tasks import TextTask
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["the movie was", "i think it is", "a film that", "the acting is", "this is one of the"]
+
+
+def build_tiny_model(folder: Path) -> str:
+    """The tests' tiny GPT-2 (tests/test_text_env.py): 2 layers, 32 units, a 300-token byte-level BPE."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from envs.text.base_lm import train_tokenizer
+
+    tokenizer = train_tokenizer(["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"]
+                                * 20, vocab_size=300, context_length=64)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def timed(fn) -> float:
@@ -80,7 +99,9 @@ def teacher_forced_seconds(agent, batch) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="causal LM folder or name")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="causal LM folder or name")
+    model.add_argument("--tiny", action="store_true", help="the tests' tiny GPT-2, built in a temporary folder")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--minibatches", type=int, default=8)
@@ -89,8 +110,9 @@ def main() -> None:
     parser.add_argument("--out", default="results/text_speed.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    model_path = build_tiny_model(Path(tempfile.mkdtemp())) if args.tiny else args.model
     torch.manual_seed(0)
-    lm, tokenizer = load_causal_lm(args.model)
+    lm, tokenizer = load_causal_lm(model_path)
     agent = TextAgent(lm, len(tokenizer))
 
     ours, theirs, one_mb, many_mb, by_env, forced = [], [], [], [], [], []
@@ -110,12 +132,14 @@ def main() -> None:
     ours_tps = statistics.median(tokens / s for s in ours)
     gen_tps = statistics.median(tokens / s for s in theirs)
     forced_s = statistics.median(forced)
-    command = (f"python -m benchmarks.text_speed --model {args.model} --batch {args.batch} --new-tokens "
+    command = (f"python -m benchmarks.text_speed {'--tiny' if args.tiny else '--model ' + args.model} "
+               f"--batch {args.batch} --new-tokens "
                f"{args.new_tokens} --minibatches {args.minibatches} --repeats {args.repeats} --threads {args.threads}")
     n_params = sum(p.numel() for p in lm.parameters())
+    model_name = "the tests' tiny GPT-2" if args.tiny else args.model
     lines = [
         "# Text pipeline speed, side by side", "", f"Command: `{command}`  ",
-        f"Model: {args.model} ({n_params / 1e6:.2f} M parameters), batch {args.batch}, {args.new_tokens} new tokens, "
+        f"Model: {model_name} ({n_params / 1e6:.2f} M parameters), batch {args.batch}, {args.new_tokens} new tokens, "
         f"{args.threads} torch thread(s), median of {args.repeats} alternating repeats.", "",
         "| measure | ours | reference | ratio (target) |", "|---|---|---|---|",
         f"| rollout tokens/s: TokenVectorEnv + KV-cached agent vs `generate` | {ours_tps:.0f} | {gen_tps:.0f} | "
