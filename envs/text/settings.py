@@ -1,6 +1,6 @@
 """The settings that decide the default base language model and reward model.
 
-The defaults train both on 2 CPU cores in minutes. The cache folder of a build is named by a hash of these
+The defaults train both in minutes on one CPU thread (results/text_models.md has the measured time). The cache folder of a build is named by a hash of these
 settings, so changing any of them builds a new pair instead of loading a stale one.
 """
 
@@ -40,7 +40,8 @@ class TextModelSettings:
     rm_prompts, rm_epochs, rm_batch_prompts, rm_learning_rate: the reward model's training set size (prompts,
         each with K responses), passes over it, prompts per batch (all K responses of a prompt share a batch),
         and AdamW rate.
-    seed, split_seed, torch_threads: randomness of training, of the held-out split, and CPU threads.
+    seed, split_seed, torch_threads: randomness of training, of the held-out split, and CPU threads (1: on a
+        2-core machine busy with other jobs, two threads ran these small models 5 to 20 times slower than one).
     """
 
     text_files: list[str] = field(default_factory=lambda: [str(RT_POLARITY / "rt-polarity.pos"),
@@ -53,8 +54,8 @@ class TextModelSettings:
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
-    lm_epochs: int = 4
-    lm_batch_size: int = 64
+    lm_epochs: int = 8
+    lm_batch_size: int = 16
     lm_learning_rate: float = 2e-3
     prompt_words: int = 4
     responses_per_prompt: int = 4
@@ -64,7 +65,7 @@ class TextModelSettings:
     rm_learning_rate: float = 3e-4
     seed: int = 0
     split_seed: int = 0
-    torch_threads: int = 2
+    torch_threads: int = 1
 
     def __post_init__(self):
         positive = ("vocab_size", "context_length", "n_layer", "n_embd", "n_head", "lm_epochs", "lm_batch_size",
