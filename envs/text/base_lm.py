@@ -114,7 +114,7 @@ def train_language_model(model: GPT2LMHeadModel, sequences: list[list[int]], pad
             optimizer.step()
             schedule.step()
             step, tokens = step + 1, tokens + count
-            if step % 50 == 0 or step == total_steps:
+            if step % max(1, total_steps // 10) == 0:
                 log.info("LM step %d/%d (epoch %d) loss %.3f, %.0f tokens/s", step, total_steps, epoch + 1,
                          loss.item(), tokens / (time.perf_counter() - start))
     model.eval()

@@ -99,7 +99,7 @@ def report(command: str, settings: TextModelSettings, paths, build_s: tuple, loa
         "Made by", "", "```bash", command, "```", "",
         f"on {os.cpu_count()} CPU cores, torch {torch.__version__}, {settings.torch_threads} torch threads; load "
         f"average (1 min) {load[0]:.2f} at the start and {load[1]:.2f} at the end (other jobs shared the machine "
-        f"when it was above about 2). Times are wall-clock, with the process's CPU time (both threads summed) "
+        f"when it was above about 2). Times are wall-clock, with the process's CPU time (all threads summed) "
         f"in brackets, which depends less on other jobs. Cache folder: `{paths.folder}`.", "",
         "## Build", "",
         "| what | value |", "|---|---|",

@@ -157,7 +157,7 @@ def train_reward_model(model, tokenizer, groups: list[RankedGroup], settings: Te
             optimizer.step()
             schedule.step()
             step += 1
-            if step % 50 == 0 or step == total_steps:
+            if step % max(1, total_steps // 10) == 0:
                 log.info("RM step %d/%d loss %.3f, batch pairwise accuracy %.2f, %.1f s", step, total_steps,
                          loss.item(), pairwise_accuracy(rewards.detach(), scores),
                          time.perf_counter() - start)
