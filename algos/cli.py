@@ -11,6 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from algos.common import CheckpointError, ConfigError, NonFiniteError, Preempted, StopSignal
@@ -78,10 +79,12 @@ def run_job(cfg: DictConfig) -> float:
         cfg = config_for_run_dir(cfg, run_dir)
         print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
         summary = importlib.import_module(f"algos.{cfg.algo.name}").train(cfg, run_dir)
-    except (ConfigError, CheckpointError) as err:
-        sys.exit(_fail(f"tokengym: error: {err}", EXIT_BAD_INPUT))
-    except NonFiniteError as err:
-        sys.exit(_fail(f"tokengym: stopped: {err}", EXIT_NON_FINITE))
+    except (ConfigError, CheckpointError, NonFiniteError) as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records this job as failed and the sweep goes on with the others
+        bad_input = not isinstance(err, NonFiniteError)
+        sys.exit(_fail(f"tokengym: {'error' if bad_input else 'stopped'}: {err}",
+                       EXIT_BAD_INPUT if bad_input else EXIT_NON_FINITE))
     except Preempted as err:
         sys.exit(_fail(f"tokengym: {err}", EXIT_SIGNAL + signal.Signals[StopSignal.received].value))
     finally:

@@ -82,3 +82,11 @@ def test_same_seed_repeats_exactly(algo, compose_cfg, tmp_path):
     assert first["eval"]["returns"] == second["eval"]["returns"]
     params = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["agent"] for d in "ab"]
     assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])
+
+
+def test_a_job_with_bad_input_fails_alone_and_the_sweep_goes_on(tmp_path):
+    out = run_cli("-m", "algo=pg,a2c", "env=cartpole", "total_timesteps=2048", "eval_episodes=1",
+                  f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode != 0
+    assert "failed: ConfigError: total_timesteps=2048 is less than one batch (4000 samples)" in out.stderr
+    assert [p.parent.name for p in tmp_path.glob("*/summary.json")] == ["1-a2c-cartpole-seed1"]
