@@ -1,5 +1,6 @@
 """Environments behind one call: `make_vector_env(env_cfg, num_envs, training)` builds a Gymnasium vector env
-for the config group `env` (conf/env/*.yaml), choosing the builder by `env_cfg.kind`."""
+for the config group `env` (conf/env/*.yaml), choosing the builder by `env_cfg.kind`; `make_sequence_task`
+gives whole-sequence data for algo=seqgan where the kind offers it."""
 
 import importlib
 
@@ -9,7 +10,8 @@ from algos.common import ConfigError, check_settings
 
 # env.kind -> the module with its Settings (schema) and make_vector_env; imported on first use, so a CartPole
 # run never loads transformers
-KINDS = {"classic": "envs.classic", "text": "envs.text.env", "atari": "envs.atari"}
+KINDS = {"classic": "envs.classic", "text": "envs.text.env", "atari": "envs.atari",
+         "seqgan_oracle": "envs.seqgan_oracle"}
 
 
 def _kind(env_cfg: DictConfig):
@@ -26,3 +28,13 @@ def check_env_settings(env_cfg: DictConfig) -> None:
 
 def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool):
     return _kind(env_cfg).make_vector_env(env_cfg, num_envs, training)
+
+
+def make_sequence_task(env_cfg: DictConfig):
+    """Whole-sequence data and metrics (envs/sequences.py) for algo=seqgan, from kinds that offer them."""
+    module = _kind(env_cfg)
+    if not hasattr(module, "sequence_task"):
+        offering = [kind for kind, name in KINDS.items() if hasattr(importlib.import_module(name), "sequence_task")]
+        raise ConfigError(f"env.kind={env_cfg.kind} has no whole-sequence data for algo=seqgan; use an env of "
+                          f"kind {' or '.join(offering)} (env=seqgan_oracle, env=text_sentiment)")
+    return module.sequence_task(env_cfg)

@@ -1,0 +1,421 @@
+"""SeqGAN: Yu et al. 2017, "SeqGAN: Sequence Generative Adversarial Nets with Policy Gradient", section 3.
+
+The generator G_theta is a policy over the next token; the discriminator D_phi tells real sequences from
+generated ones, and its probability of "real" is the reward, given only for a finished sequence Y_1:T. The value
+of a prefix comes from N Monte Carlo completions by a rollout policy G_beta (eq. 4):
+
+    Q(Y_1:t-1, y_t) = 1/N sum_n D_phi(Y^n_1:T),  Y^n_1:T ~ MC^G_beta(Y_1:t; N)    for t < T
+                    = D_phi(Y_1:T)                                              for t = T
+
+    grad J(theta) ~= sum_t E_{y_t ~ G_theta}[ grad log G_theta(y_t | Y_1:t-1) Q(Y_1:t-1, y_t) ]   (eq. 6-8)
+
+D_phi minimises the cross-entropy of real against generated sequences (eq. 5). Algorithm 1: pre-train G by MLE
+and D on G's samples, then alternate one G step with rounds of D training on fresh negatives. G_beta is a delayed
+copy of G (the authors' code: beta <- 0.8 beta + 0.2 theta after each G step, embeddings copied outright).
+
+Options beyond the paper: a per-position baseline (the mean Q over the batch at each t; the paper has none, so its
+gradient carries the whole reward's variance), and `generator_update=ppo`: PPO-clip (algos/ppo_clip.py, eq. 7) on
+the same Q-based advantages, several epochs per batch of samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from algos import common
+from algos.ppo_clip import clipped_surrogate_loss
+from envs.sequences import (LSTMLanguageModel, SequenceTask, TransformerLanguageModel, evaluating, generate,
+                            token_log_likelihoods)
+
+log = logging.getLogger("tokengym")
+
+
+@dataclass
+class Hyperparameters:
+    name: str = "seqgan"
+    generator: str = "lstm"  # "lstm" (the paper's) or "transformer" (GPT-2 style; a text task's base LM if it has one)
+    embedding_dim: int = 32
+    hidden_dim: int = 32
+    gen_learning_rate: float = 0.01  # Adam, for MLE and adversarial steps alike
+    grad_clip: float = 5.0  # global gradient-norm clip of the generator
+    batch_size: int = 64
+    pretrain_epochs: int = 120  # MLE epochs over the real data
+    dis_embedding_dim: int = 64
+    dis_filter_sizes: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20])
+    dis_num_filters: list[int] = field(default_factory=lambda: [100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160])
+    dis_dropout: float = 0.25  # the paper's keep probability 0.75
+    dis_l2: float = 0.2  # L2 penalty on the output layer
+    dis_learning_rate: float = 1e-4
+    dis_pretrain_rounds: int = 50  # rounds of (fresh negatives, dis_epochs epochs) before adversarial training
+    dis_epochs: int = 3
+    num_negatives: int | None = None  # generated sequences per discriminator round, beside as many real ones
+                                      # drawn at random; null: all real sequences and as many generated
+    adversarial_epochs: int = 150  # each: one generator step, then dis_rounds discriminator rounds
+    dis_rounds: int = 5
+    rollout_num: int = 16  # N of eq. 4
+    rollout_update_rate: float = 0.8  # beta <- rate * beta + (1 - rate) * theta
+    baseline: bool = False  # subtract the batch-mean Q at each position (not in the paper)
+    generator_update: str = "pg"  # "pg" (eq. 8, as the paper) or "ppo" (clipped surrogate, several epochs)
+    ppo_epochs: int = 4
+    clip_coef: float = 0.2
+    eval_every: int = 5  # epochs between evaluations of the generator's samples (the paper logs every 5)
+    init_from: str | None = None  # a SeqGAN run folder that finished pre-training: start adversarial training
+                                  # from its generator, discriminator and optimisers (variants compared paired)
+
+    def __post_init__(self):
+        common.require_choice(self, "generator", ("lstm", "transformer"))
+        common.require_choice(self, "generator_update", ("pg", "ppo"))
+        common.require_positive(self, "embedding_dim", "hidden_dim", "gen_learning_rate", "grad_clip", "batch_size",
+                                "dis_embedding_dim", "dis_learning_rate", "dis_epochs", "dis_rounds", "rollout_num",
+                                "ppo_epochs", "clip_coef", "eval_every")
+        common.require(min(self.pretrain_epochs, self.dis_pretrain_rounds, self.adversarial_epochs) >= 0,
+                       "algo.pretrain_epochs, algo.dis_pretrain_rounds and algo.adversarial_epochs must be >= 0")
+        common.require(len(self.dis_filter_sizes) == len(self.dis_num_filters) > 0
+                       and min(self.dis_filter_sizes + self.dis_num_filters) > 0,
+                       f"algo.dis_filter_sizes={self.dis_filter_sizes} and algo.dis_num_filters="
+                       f"{self.dis_num_filters} must be positive lists of the same length")
+        common.require(0 <= self.dis_dropout < 1 and 0 <= self.rollout_update_rate <= 1 and self.dis_l2 >= 0,
+                       "algo.dis_dropout must be in [0, 1), algo.rollout_update_rate in [0, 1], algo.dis_l2 >= 0")
+        common.require(self.num_negatives is None or self.num_negatives > 0, "algo.num_negatives must be > 0")
+
+
+# ---------------------------------------------------------------------------------------------- discriminator
+class Highway(nn.Module):
+    """y = t * relu(W_H x) + (1 - t) * x, t = sigmoid(W_T x + b_T) (Srivastava et al. 2015); b_T starts at -2
+    as in the SeqGAN code, so the layer starts close to the identity."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.transform, self.gate = nn.Linear(size, size), nn.Linear(size, size)
+        nn.init.constant_(self.gate.bias, -2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.sigmoid(self.gate(x))
+        return t * F.relu(self.transform(x)) + (1 - t) * x
+
+
+class Discriminator(nn.Module):
+    """The CNN text classifier of Kim 2014 as SeqGAN uses it: embeddings, one convolution per window size with
+    ReLU and max-over-time pooling, a highway layer, dropout, and two-class logits (generated, real)."""
+
+    def __init__(self, vocab_size: int, length: int, embedding_dim: int, filter_sizes: list[int],
+                 num_filters: list[int], dropout: float):
+        super().__init__()
+        common.require(max(filter_sizes) <= length, f"algo.dis_filter_sizes={filter_sizes}: a window is longer than "
+                                                    f"the {length}-token sequences; drop the sizes above {length}")
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, n, k) for k, n in zip(filter_sizes, num_filters))
+        self.highway = Highway(sum(num_filters))
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(sum(num_filters), 2)
+
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(sequences).transpose(1, 2)  # [B, E, T]
+        pooled = torch.cat([F.relu(conv(x)).amax(2) for conv in self.convs], 1)
+        return self.output(self.dropout(self.highway(pooled)))
+
+    def prob_real(self, sequences: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        with evaluating(self):
+            return torch.cat([torch.softmax(self(chunk), 1)[:, 1] for chunk in sequences.split(batch_size)])
+
+
+def discriminator_loss(disc: Discriminator, sequences: torch.Tensor, labels: torch.Tensor, l2: float) -> torch.Tensor:
+    """Eq. 5 as cross-entropy, plus the SeqGAN code's l2 * (||W||^2 + ||b||^2) / 2 on the output layer."""
+    penalty = sum(p.pow(2).sum() for p in disc.output.parameters()) / 2
+    return F.cross_entropy(disc(sequences), labels) + l2 * penalty
+
+
+# ------------------------------------------------------------------------------------------- rewards (eq. 4)
+def monte_carlo_rewards(rollout_policy: nn.Module, disc: Discriminator, sequences: torch.Tensor,
+                        rollout_num: int) -> torch.Tensor:
+    """[B, T] Q(Y_1:t-1, y_t): for t < T the mean D over `rollout_num` completions of Y_1:t by the rollout
+    policy, all N copies of the batch completed in one batch; for t = T, D(Y_1:T) itself."""
+    batch, length = sequences.shape
+    copies = sequences.repeat(rollout_num, 1)
+    rewards = torch.empty(batch, length)
+    with evaluating(rollout_policy):
+        for t in range(1, length):
+            completed = rollout_policy.complete(copies[:, :t], length)
+            rewards[:, t - 1] = disc.prob_real(completed).view(rollout_num, batch).mean(0)
+    rewards[:, -1] = disc.prob_real(sequences)
+    return rewards
+
+
+@torch.no_grad()
+def update_rollout_policy(rollout_policy: nn.Module, generator: nn.Module, rate: float) -> None:
+    """beta <- rate * beta + (1 - rate) * theta; embedding tables are copied outright (the authors' code)."""
+    for (name, beta), theta in zip(rollout_policy.named_parameters(), generator.parameters()):
+        module = rollout_policy.get_submodule(name.rsplit(".", 1)[0]) if "." in name else rollout_policy
+        if isinstance(module, nn.Embedding):
+            beta.copy_(theta)
+        else:
+            beta.mul_(rate).add_(theta, alpha=1 - rate)
+
+
+# -------------------------------------------------------------------------------------------- generator steps
+def mle_loss(generator: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
+    return -token_log_likelihoods(generator.logits(sequences), sequences).mean()
+
+
+def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """-sum_t log G(y_t | Y_1:t-1) Q_t (eq. 8), summed over batch and positions as in the authors' code."""
+    return -(log_probs * advantages).sum()
+
+
+def advantages(rewards: torch.Tensor, baseline: bool) -> torch.Tensor:
+    return rewards - rewards.mean(0, keepdim=True) if baseline else rewards
+
+
+def generator_step(generator: nn.Module, optimizer: torch.optim.Optimizer, samples: torch.Tensor,
+                   rewards: torch.Tensor, hp: Hyperparameters) -> float:
+    adv = advantages(rewards, hp.baseline)
+    if hp.generator_update == "pg":
+        return _optimise(generator, optimizer, policy_gradient_loss(
+            token_log_likelihoods(generator.logits(samples), samples), adv), hp.grad_clip)
+    with evaluating(generator):
+        old_log_probs = token_log_likelihoods(generator.logits(samples), samples)
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    for _ in range(hp.ppo_epochs):
+        ratio = (token_log_likelihoods(generator.logits(samples), samples) - old_log_probs).exp()
+        loss = _optimise(generator, optimizer, clipped_surrogate_loss(ratio, adv, hp.clip_coef), hp.grad_clip)
+    return loss
+
+
+def _optimise(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None) -> float:
+    optimizer.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+    optimizer.step()
+    return loss.item()
+
+
+def mle_epoch(generator: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor, hp: Hyperparameters) -> float:
+    losses = [_optimise(generator, optimizer, mle_loss(generator, real[idx]), hp.grad_clip)
+              for idx in torch.randperm(len(real)).split(hp.batch_size)]
+    return sum(losses) / len(losses)
+
+
+def discriminator_round(disc: Discriminator, optimizer: torch.optim.Optimizer, generator: nn.Module,
+                        real: torch.Tensor, hp: Hyperparameters) -> tuple[float, float]:
+    """Fresh negatives from the generator, then `dis_epochs` epochs over real + generated: (the last epoch's
+    mean loss, accuracy after the round)."""
+    if hp.num_negatives is not None:
+        real = real[torch.randperm(len(real))[:hp.num_negatives]]
+    negatives = generate(generator, len(real), real.shape[1])
+    data = torch.cat([real, negatives])
+    labels = torch.cat([torch.ones(len(real), dtype=torch.long), torch.zeros(len(negatives), dtype=torch.long)])
+    for _ in range(hp.dis_epochs):
+        losses = [_optimise(disc, optimizer, discriminator_loss(disc, data[idx], labels[idx], hp.dis_l2), None)
+                  for idx in torch.randperm(len(data)).split(hp.batch_size)]
+    accuracy = ((disc.prob_real(data) > 0.5).long() == labels).float().mean().item()
+    return sum(losses) / len(losses), accuracy
+
+
+# ------------------------------------------------------------------------------------------------- the run
+def make_generator(task: SequenceTask, hp: Hyperparameters) -> nn.Module:
+    if hp.generator == "lstm":
+        return LSTMLanguageModel(task.vocab_size, hp.embedding_dim, hp.hidden_dim, task.start_token)
+    if task.pretrained_generator:
+        return TransformerLanguageModel.pretrained(task.pretrained_generator, task.start_token)
+    return TransformerLanguageModel.fresh(task.vocab_size, task.length, task.start_token, width=hp.hidden_dim * 2)
+
+
+def schedule(hp: Hyperparameters) -> list[tuple[str, int]]:
+    """Algorithm 1 as a flat list of units, so a resumed run continues at the unit after its checkpoint."""
+    return ([("mle", e) for e in range(hp.pretrain_epochs)] + [("dis", r) for r in range(hp.dis_pretrain_rounds)]
+            + [("adversarial", k) for k in range(hp.adversarial_epochs)])
+
+
+class SeqGANRun:
+    """Folder, TensorBoard, checkpoints and summary for SeqGAN (DESIGN.md section 7). The x-axis counts the
+    units of Algorithm 1 done: MLE epochs, then discriminator pre-training rounds, then adversarial epochs."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, modules: dict[str, nn.Module],
+                 optimizers: dict[str, torch.optim.Optimizer], pretraining_units: int):
+        self.cfg, self.dir, self.modules, self.optimizers = cfg, run_dir, modules, optimizers
+        self.pretraining_units = pretraining_units
+        self.checkpoint_path = run_dir / "checkpoint.pt"
+        self.history: list[dict] = []
+
+    def start(self, init_from: str | None) -> int:
+        """The unit to run first: 0 for a new run, the checkpoint's next unit when resuming, the first
+        adversarial unit when starting from another run's pre-training."""
+        next_unit, self.wall_before = 0, 0.0
+        if self.checkpoint_path.exists():
+            meta, checkpoint = self._load(self.checkpoint_path)
+            torch.set_rng_state(checkpoint["torch_rng"])
+            next_unit, self.wall_before = meta["next_unit"], meta["wall_clock_s"]
+            log.info("resuming %s at unit %d", self.checkpoint_path, next_unit)
+        elif init_from is not None:
+            path = Path(init_from) / "checkpoint.pt"
+            if not path.exists():
+                raise common.ConfigError(f"algo.init_from={init_from}: no checkpoint.pt there; give a SeqGAN run "
+                                         f"folder that finished pre-training (e.g. one run with adversarial_epochs=0)")
+            meta, _ = self._load(path)
+            if meta["next_unit"] != self.pretraining_units:
+                raise common.ConfigError(
+                    f"algo.init_from={init_from}: its checkpoint is at unit {meta['next_unit']}, not at the end of "
+                    f"pre-training (unit {self.pretraining_units}); give a run made with algo.adversarial_epochs=0 "
+                    f"and this run's pretrain_epochs and dis_pretrain_rounds")
+            next_unit = self.pretraining_units
+            log.info("starting adversarial training from the pre-training in %s", init_from)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        common.atomic_write(self.dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(self.cfg, resolve=True).encode()))
+        resuming = self.checkpoint_path.exists()
+        self.writer = SummaryWriter(str(self.dir), purge_step=next_unit + 1 if resuming else None)
+        if init_from is not None and not resuming:  # the pre-training curve, so this run's plots are whole
+            for entry in self.history:
+                self.log(entry["step"], {f"seqgan/{k}": v for k, v in entry.items()
+                                         if k not in ("step", "phase", "wall_clock_s")})
+        self.start_time = self.last_checkpoint = time.perf_counter()
+        return next_unit
+
+    def _load(self, path: Path) -> tuple[dict, dict]:
+        checkpoint = common.load_checkpoint(path)
+        meta = checkpoint.get("meta", {})
+        if (meta.get("algo"), meta.get("env")) != ("seqgan", self.cfg.env.id):
+            raise common.CheckpointError(f"{path} is a checkpoint of {meta.get('algo')} on {meta.get('env')}, "
+                                         f"not seqgan on {self.cfg.env.id}; use a SeqGAN run on the same env")
+        try:
+            for name, module in self.modules.items():
+                module.load_state_dict(checkpoint["modules"][name])
+        except RuntimeError as err:
+            raise common.CheckpointError(f"{path} was saved by networks of another shape ({str(err)[:300]}); "
+                                         f"use that run's own algo settings") from None
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        self.history = checkpoint["history"]
+        return meta, checkpoint
+
+    def wall_clock(self) -> float:
+        return self.wall_before + time.perf_counter() - self.start_time
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        for tag, value in scalars.items():
+            if not torch.isfinite(torch.tensor(value)):
+                raise common.NonFiniteError(f"{tag} became {value} at step {step}; the last good checkpoint is "
+                                            f"kept at {self.checkpoint_path}")
+            self.writer.add_scalar(tag, value, step)
+
+    def record(self, step: int, phase: str, metrics: dict[str, float], samples: list[str] | None) -> None:
+        self.history.append({"step": step, "phase": phase, "wall_clock_s": round(self.wall_clock(), 1), **metrics})
+        self.log(step, {f"seqgan/{k}": v for k, v in metrics.items()})
+        if samples:
+            self.writer.add_text("seqgan/samples", "\n".join(f"- `{s}`" for s in samples), step)
+        log.info("%s step %d: %s", phase, step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    def end_unit(self, next_unit: int, total_units: int) -> None:
+        if time.perf_counter() - self.last_checkpoint >= self.cfg.checkpoint_interval_s or common.StopSignal.received:
+            self.save(next_unit)
+        if common.StopSignal.received:
+            raise common.Preempted(f"{common.StopSignal.received} received: stopped after unit {next_unit} of "
+                                   f"{total_units} with a checkpoint; continue with resume={self.dir}")
+
+    def save(self, next_unit: int) -> None:
+        self.writer.flush()
+        state = {"meta": {"algo": "seqgan", "env": self.cfg.env.id, "next_unit": next_unit,
+                          "wall_clock_s": self.wall_clock()},
+                 "modules": {name: m.state_dict() for name, m in self.modules.items()},
+                 "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+                 "torch_rng": torch.get_rng_state(), "history": self.history}
+        common.atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+        self.last_checkpoint = time.perf_counter()
+
+    def finish(self, total_units: int, task: SequenceTask) -> dict:
+        self.save(total_units)
+        final = self.history[-1]
+        summary = {"algo": "seqgan", "env": self.cfg.env.id, "seed": self.cfg.seed,
+                   "wall_clock_s": round(self.wall_clock(), 1), "final": final, "history": self.history,
+                   "eval": {"mean": final[task.headline], "metric": task.headline,
+                            "lower_is_better": task.lower_is_better},
+                   "versions": common.library_versions(), "git_commit": common.git_commit()}
+        self.writer.close()
+        common.atomic_write(self.dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        return summary
+
+
+def evaluate_generator(run: SeqGANRun, generator: nn.Module, task: SequenceTask, step: int, phase: str) -> None:
+    """Metrics of fresh samples, drawn from their own random stream so that evaluating leaves training (and a
+    resumed run) unchanged."""
+    with torch.random.fork_rng():
+        torch.manual_seed(run.cfg.seed * 100_003 + step)
+        samples = generate(generator, task_eval_size(run.cfg, task), task.length)
+    shown = task.decode(samples[:10]) if task.decode else [" ".join(map(str, s)) for s in samples[:3].tolist()]
+    run.record(step, phase, task.metrics(samples), shown)
+
+
+def task_eval_size(cfg: DictConfig, task: SequenceTask) -> int:
+    return cfg.env.get("num_eval") or len(task.real)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    from envs import check_env_settings, make_sequence_task
+
+    common.check_settings(common.RunSettings, {f: cfg[f] for f in common.RunSettings.__dataclass_fields__}, "")
+    check_env_settings(cfg.env)
+    hp = common.check_settings(Hyperparameters, cfg.algo, "algo.")
+    common.seed_everything(cfg.seed, cfg.torch_threads)
+    task = make_sequence_task(cfg.env)
+    generator = make_generator(task, hp)
+    rollout_policy = copy.deepcopy(generator).requires_grad_(False)
+    disc = Discriminator(task.vocab_size, task.length, hp.dis_embedding_dim, hp.dis_filter_sizes,
+                         hp.dis_num_filters, hp.dis_dropout)
+    gen_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
+    dis_opt = torch.optim.Adam(disc.parameters(), lr=hp.dis_learning_rate)
+    units = schedule(hp)
+    run = SeqGANRun(cfg, run_dir, {"generator": generator, "rollout": rollout_policy, "discriminator": disc},
+                    {"generator": gen_opt, "discriminator": dis_opt}, hp.pretrain_epochs + hp.dis_pretrain_rounds)
+    first = run.start(hp.init_from)
+    if first == 0:
+        evaluate_generator(run, generator, task, 0, "initial")
+
+    for index in range(first, len(units)):
+        phase, i = units[index]
+        step = index + 1
+        if phase == "mle":
+            run.log(step, {"losses/mle_loss": mle_epoch(generator, gen_opt, task.real, hp)})
+            if (i + 1) % hp.eval_every == 0 or i + 1 == hp.pretrain_epochs:
+                evaluate_generator(run, generator, task, step, "mle")
+        elif phase == "dis":
+            loss, accuracy = discriminator_round(disc, dis_opt, generator, task.real, hp)
+            run.log(step, {"losses/discriminator_loss": loss, "charts/discriminator_accuracy": accuracy})
+        else:
+            adversarial_epoch(run, hp, task, generator, rollout_policy, disc, gen_opt, dis_opt, i, step)
+        run.end_unit(index + 1, len(units))
+    return run.finish(len(units), task)
+
+
+def adversarial_epoch(run: SeqGANRun, hp: Hyperparameters, task: SequenceTask, generator: nn.Module,
+                      rollout_policy: nn.Module, disc: Discriminator, gen_opt: torch.optim.Optimizer,
+                      dis_opt: torch.optim.Optimizer, epoch: int, step: int) -> None:
+    if epoch == 0:
+        rollout_policy.load_state_dict(generator.state_dict())
+    samples = generate(generator, hp.batch_size, task.length)
+    rewards = monte_carlo_rewards(rollout_policy, disc, samples, hp.rollout_num)
+    policy_loss = generator_step(generator, gen_opt, samples, rewards, hp)
+    update_rollout_policy(rollout_policy, generator, hp.rollout_update_rate)
+    scalars = {"losses/policy_loss": policy_loss, "charts/mean_reward": rewards[:, -1].mean().item()}
+    for _ in range(hp.dis_rounds):
+        scalars["losses/discriminator_loss"], scalars["charts/discriminator_accuracy"] = discriminator_round(
+            disc, dis_opt, generator, task.real, hp)
+    run.log(step, scalars)
+    if (epoch + 1) % hp.eval_every == 0 or epoch + 1 == hp.adversarial_epochs:
+        evaluate_generator(run, generator, task, step, "adversarial")
+
+
+if __name__ == "__main__":
+    from algos.cli import main
+
+    main(algo="seqgan")
