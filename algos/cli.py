@@ -90,7 +90,8 @@ def run_job(cfg: DictConfig) -> float:
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
-    print(f"run folder: {run_dir} (eval return {summary['eval']['mean']:.1f})", file=sys.stderr)
+    print(f"run folder: {run_dir} (eval {summary['eval'].get('metric', 'return')} {summary['eval']['mean']:.4g})",
+          file=sys.stderr)
     return summary["eval"]["mean"]
 
 

@@ -351,13 +351,9 @@ def evaluate_generator(run: SeqGANRun, generator: nn.Module, task: SequenceTask,
     resumed run) unchanged."""
     with torch.random.fork_rng():
         torch.manual_seed(run.cfg.seed * 100_003 + step)
-        samples = generate(generator, task_eval_size(run.cfg, task), task.length)
+        samples = generate(generator, task.num_eval, task.length)
     shown = task.decode(samples[:10]) if task.decode else [" ".join(map(str, s)) for s in samples[:3].tolist()]
     run.record(step, phase, task.metrics(samples), shown)
-
-
-def task_eval_size(cfg: DictConfig, task: SequenceTask) -> int:
-    return cfg.env.get("num_eval") or len(task.real)
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:

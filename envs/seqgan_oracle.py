@@ -98,7 +98,7 @@ def sequence_task(env_cfg: DictConfig) -> SequenceTask:
 
     return SequenceTask(name="seqgan_oracle", real=real, vocab_size=oracle.head.out_features,
                         start_token=env_cfg.start_token, metrics=metrics, headline="nll_oracle",
-                        lower_is_better=True)
+                        lower_is_better=True, num_eval=env_cfg.num_eval)
 
 
 def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool):

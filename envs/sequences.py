@@ -21,7 +21,7 @@ Metrics = Callable[[torch.Tensor], dict[str, float]]
 @dataclass
 class SequenceTask:
     """`real`: [N, length] token ids the discriminator calls real and MLE fits. `metrics(samples)` returns
-    named scalars for generated samples; `headline` names the one summary.json reports."""
+    named scalars for `num_eval` generated samples; `headline` names the one summary.json reports."""
 
     name: str
     real: torch.Tensor
@@ -30,6 +30,7 @@ class SequenceTask:
     metrics: Metrics
     headline: str
     lower_is_better: bool
+    num_eval: int  # samples generated for each evaluation
     decode: Callable[[torch.Tensor], list[str]] | None = None
     pretrained_generator: str | None = None  # a causal LM folder or name the transformer generator starts from
 

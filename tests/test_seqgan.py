@@ -13,6 +13,7 @@ from algos import seqgan
 from algos.common import ConfigError, StopSignal
 from envs.seqgan_oracle import load_oracle
 from envs.sequences import BleuReferences, LSTMLanguageModel, distinct_n, generate, self_bleu, token_nll
+from tests.test_text_env import tiny_lm  # noqa: F401  (a fixture: the tests' tiny GPT-2)
 
 REPO = Path(__file__).resolve().parent.parent
 ORACLE = REPO.parent / "shared" / "data" / "seqgan-oracle" / "target_params.npz"
@@ -190,3 +191,43 @@ def test_adversarial_training_can_start_from_another_runs_pretraining(compose_cf
 def test_seqgan_needs_whole_sequence_data(compose_cfg, tmp_path):
     with pytest.raises(ConfigError, match="env.kind=classic has no whole-sequence data"):
         seqgan.train(compose_cfg("algo=seqgan", "env=cartpole"), tmp_path)
+
+
+TASK_WITH_CORPUS = '''
+from envs.text.tasks import TextTask
+
+SENTENCES = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie !",
+             "the acting is great", "a fine and fun film", "i think the movie was dull"] * 4
+
+
+def make_task(env_cfg):
+    return TextTask(name="reviews", prompts=["the movie"], reward=lambda p, c: 0.0, corpus=SENTENCES,
+                    heldout_corpus=["the film was fun", "a boring movie"])
+'''
+
+
+@pytest.mark.parametrize("generator", ["lstm", "transformer"])
+def test_seqgan_trains_on_a_text_tasks_corpus_and_reports_bleu(generator, tiny_lm, compose_cfg, tmp_path):
+    (tmp_path / "reviews.py").write_text(TASK_WITH_CORPUS)
+    cfg = compose_cfg("algo=seqgan", "env=text", f"env.task={tmp_path / 'reviews.py'}:make_task",
+                      f"env.policy_model={tiny_lm}", "env.max_prompt_tokens=6", "env.max_new_tokens=6",
+                      f"algo.generator={generator}", "algo.pretrain_epochs=2", "algo.dis_pretrain_rounds=1",
+                      "algo.adversarial_epochs=1", "algo.batch_size=8", "algo.dis_filter_sizes=[2,3]",
+                      "algo.dis_num_filters=[4,4]", "algo.rollout_num=2", "algo.eval_every=1")
+    summary = seqgan.train(cfg, tmp_path / "run")
+    final = summary["final"]
+    assert summary["eval"]["metric"] == "bleu4" and 0 <= final["bleu4"] <= 1
+    assert {"self_bleu4", "distinct_2", "distinct_3"} <= final.keys()
+
+
+def test_the_transformer_generator_of_a_text_task_starts_from_its_pretrained_lm(tiny_lm):
+    from transformers import GPT2LMHeadModel
+
+    from envs.sequences import SequenceTask
+
+    task = SequenceTask(name="t", real=torch.zeros(2, 4, dtype=torch.long), vocab_size=300, start_token=0,
+                        metrics=dict, headline="bleu4", lower_is_better=False, num_eval=2,
+                        pretrained_generator=str(tiny_lm))
+    generator = seqgan.make_generator(task, seqgan.Hyperparameters(generator="transformer"))
+    saved = GPT2LMHeadModel.from_pretrained(tiny_lm).state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in generator.model.state_dict().items())

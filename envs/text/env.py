@@ -258,3 +258,10 @@ def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> Token
     return TokenVectorEnv(task, tokenizer, num_envs, env_cfg.max_prompt_tokens, env_cfg.max_new_tokens,
                           reference=reference if training and env_cfg.kl_coef > 0 else None,
                           policy_model=str(policy_model), gold=task.gold)
+
+
+def sequence_task(env_cfg: DictConfig):
+    """The task's corpus as whole-sequence data for algo=seqgan (envs/text/sequences.py)."""
+    from envs.text.sequences import text_sequence_task
+
+    return text_sequence_task(env_cfg)

@@ -12,10 +12,14 @@ from algos.common import ConfigError
 
 def load_causal_lm(name_or_path: str | Path):
     """(model, tokenizer) of a causal LM, in eval mode; the tokenizer's ids are checked to fit the model."""
-    tokenizer = _from_pretrained(AutoTokenizer, name_or_path, "policy tokenizer")
+    tokenizer = load_tokenizer(name_or_path)
     model = _from_pretrained(AutoModelForCausalLM, name_or_path, "policy model (a causal LM)")
     require_tokenizer_fits_model(tokenizer, model, "policy")
     return model.eval(), tokenizer
+
+
+def load_tokenizer(name_or_path: str | Path):
+    return _from_pretrained(AutoTokenizer, name_or_path, "policy tokenizer")
 
 
 def load_reward_model(name_or_path: str | Path):

@@ -23,7 +23,7 @@ def sentiment_task(env_cfg) -> TextTask:
     settings = TextModelSettings()
     paths = ensure_text_models(settings)
     reward_model, reward_tokenizer = load_reward_model(paths.reward_model)
-    held_in, _ = split_corpus(settings)
+    held_in, held_out = split_corpus(settings)
     usable = [s.text for s in held_in if len(s.text.split()) > settings.prompt_words]
     prompts = [split_prompt(text, settings.prompt_words)[0]
                for text in random.Random(0).sample(usable, min(NUM_PROMPTS, len(usable)))]
@@ -36,4 +36,5 @@ def sentiment_task(env_cfg) -> TextTask:
         return gold_scores([p + c for p, c in zip(prompts, completions)]).tolist()
 
     return TextTask(name="sentiment", prompts=prompts, batch_reward=proxy_reward, gold=gold_reward,
-                    default_policy_model=str(paths.base_lm))
+                    default_policy_model=str(paths.base_lm), corpus=[s.text for s in held_in],
+                    heldout_corpus=[s.text for s in held_out])

@@ -38,6 +38,8 @@ class TextTask:
     batch_reward: Batched | None = None
     gold: Batched | None = None
     default_policy_model: str | None = None
+    corpus: list[str] | None = None
+    heldout_corpus: list[str] | None = None
 
     def __post_init__(self):
         require((self.reward is None) != (self.batch_reward is None),
