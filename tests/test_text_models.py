@@ -236,6 +236,6 @@ def test_bad_settings_are_clear_errors():
     with pytest.raises(ConfigError, match="unknown text-model setting vocab;"):
         settings_from_overrides(["vocab=10"])
     with pytest.raises(ConfigError, match="labeller=human needs one label per text file"):
-        settings_from_overrides(["text_files=[a.txt]"])
+        settings_from_overrides(["text_files=[a.txt]", "labeller=human"])
     with pytest.raises(ConfigError, match="n_embd=30 must be a multiple of n_head=4"):
         settings_from_overrides(["n_embd=30"])

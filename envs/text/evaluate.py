@@ -131,6 +131,12 @@ def load_run_policy(run_dir: Path):
 
 
 def evaluate_run(run_dir: Path, num_prompts: int, best_of: list[int], seed: int) -> str:
+    prompts, rows = evaluate_rows(run_dir, num_prompts, best_of, seed)
+    return report(run_dir, num_prompts, seed, best_of, prompts, rows)
+
+
+def evaluate_rows(run_dir: Path, num_prompts: int, best_of: list[int], seed: int) -> tuple[list[str], dict]:
+    """(prompts, {row name: metrics}) for the run's policy and each best-of-N."""
     task, policy, reference, tokenizer, env_cfg = load_run_policy(run_dir)
     prompts = [task.prompts[i] for i in np.random.default_rng(seed).integers(len(task.prompts), size=num_prompts)]
     torch.manual_seed(seed)
@@ -140,7 +146,7 @@ def evaluate_run(run_dir: Path, num_prompts: int, best_of: list[int], seed: int)
                                   "kl_to_reference": float(np.mean([o.sum() - t.sum() for o, t in zip(ours, theirs)]))}}
     for n in best_of:
         rows[f"best-of-{n} (reference)"] = best_of_n(task, reference, tokenizer, prompts, n, env_cfg.max_new_tokens)
-    return report(run_dir, num_prompts, seed, best_of, prompts, rows)
+    return prompts, rows
 
 
 def report(run_dir: Path, num_prompts: int, seed: int, best_of: list[int], prompts: list[str], rows: dict) -> str:

@@ -47,7 +47,7 @@ class TextModelSettings:
     text_files: list[str] = field(default_factory=lambda: [str(RT_POLARITY / "rt-polarity.pos"),
                                                            str(RT_POLARITY / "rt-polarity.neg")])
     file_labels: list[int] = field(default_factory=lambda: [1, 0])
-    labeller: str = "human"
+    labeller: str = "gold"
     heldout_fraction: float = 0.1
     vocab_size: int = 4096
     context_length: int = 128
