@@ -8,6 +8,8 @@ Advantages come from GAE(lambda) over fixed-length segments of vectorised enviro
 per minibatch; several epochs of shuffled minibatches follow each rollout. Options: value clipping (CleanRL
 clips by default, SB3 does not; off here by default), linear annealing of the learning rate and of eps, and
 early stopping of the epochs once the approximate KL exceeds `target_kl` (the epoch loop stops, as in CleanRL).
+PPO-ptx (Ouyang et al. 2022, eq. 2) adds gamma times the agent's pre-training negative log-likelihood to the loss
+(`ptx_coef`; agents that have pre-training data, e.g. the text agent of a task with a corpus).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Hyperparameters:
     vf_coef: float = 0.5  # c_1
     max_grad_norm: float = 0.5  # global gradient-norm clip
     target_kl: float | None = None  # stop the epochs of an update once approx_kl exceeds this
+    ptx_coef: float = 0.0  # PPO-ptx's gamma: weight of the agent's pre-training NLL (agents with a corpus)
+    ptx_batch_size: int = 16  # pre-training sequences per minibatch when ptx_coef > 0
 
     def __post_init__(self):
         common.require_choice(self, "minibatch_by", ("sample", "env"))
@@ -50,6 +54,8 @@ class Hyperparameters:
         common.require_fraction(self, "gamma", "gae_lambda")
         common.require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
         common.require(self.target_kl is None or self.target_kl > 0, f"algo.target_kl={self.target_kl} must be > 0")
+        common.require(self.ptx_coef >= 0 and self.ptx_batch_size > 0,
+                       "algo.ptx_coef must be >= 0 and algo.ptx_batch_size > 0")
 
 
 def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
@@ -75,6 +81,9 @@ def approx_kl(logratio: torch.Tensor) -> torch.Tensor:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_clip", Hyperparameters, run_dir)
+    common.require(not hp.ptx_coef or hasattr(agent, "pretraining_loss"),
+                   f"algo.ptx_coef={hp.ptx_coef} (PPO-ptx) needs an agent with pre-training data, such as the text "
+                   f"agent; this env's agent has none: set algo.ptx_coef=0")
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
     first_update, state = run.start({"optimizer": optimizer}, {})
@@ -100,6 +109,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 v_loss = value_loss(values, batch.values[idx], batch.returns[idx], clip if hp.clip_vloss else None)
                 entropy_loss = entropy.mean()
                 loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
+                if hp.ptx_coef:
+                    ptx_loss = agent.pretraining_loss(hp.ptx_batch_size)
+                    loss = loss + hp.ptx_coef * ptx_loss
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -120,6 +132,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             "losses/entropy": entropy_loss.item(), "losses/approx_kl": kl.item(),
             "losses/clipfrac": torch.stack(clipfracs).mean().item(), "charts/learning_rate": lr,
             "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
+            **({"losses/ptx_loss": ptx_loss.item()} if hp.ptx_coef else {}),
         }, state)
     return run.finish(state)
 

@@ -296,3 +296,45 @@ def test_the_response_limit_is_not_bootstrapped(tiny_lm, lm_and_tokenizer):
     [(_, score, length)] = rollout.finished_episodes
     assert length == 2 and tokenizer.eos_token_id not in batch.actions.tolist()  # truncated, not terminated
     assert batch.returns.tolist() == pytest.approx([score, score])
+
+
+def test_the_ptx_loss_is_the_lms_own_loss_on_corpus_sentences(tiny_lm):
+    from envs.text.agent import TextAgent
+
+    agent = TextAgent.from_pretrained(str(tiny_lm), 300, pretraining_texts=["the movie was great fun", "a film"])
+    torch.manual_seed(0)
+    chosen = torch.randint(2, (8,)).tolist()  # what pretraining_loss will draw after the same seed
+    with torch.no_grad():
+        sums, counts = [], []
+        for i in chosen:  # each sentence alone, unpadded: HF's mean loss times its number of predicted tokens
+            ids = torch.tensor([agent.pretraining_ids[i]])
+            sums.append(agent.lm(input_ids=ids, labels=ids).loss * (ids.shape[1] - 1))
+            counts.append(ids.shape[1] - 1)
+        torch.manual_seed(0)
+        torch.testing.assert_close(agent.pretraining_loss(batch_size=8), sum(sums) / sum(counts))
+    assert len(set(chosen)) == 2  # both lengths were in the batch, so padding was exercised
+    with pytest.raises(ConfigError, match="PPO-ptx.*needs pre-training text"):
+        TextAgent.from_pretrained(str(tiny_lm), 300).pretraining_loss(batch_size=2)
+
+
+def test_ppo_ptx_mixes_the_pretraining_loss_into_the_update(tiny_lm, compose_cfg, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.test_learning import train
+
+    (tmp_path / "task.py").write_text(
+        "from envs.text.tasks import TextTask\n"
+        "def make_task(env_cfg):\n"
+        "    return TextTask(name='t', prompts=['the movie'], reward=lambda p, c: 0.0,\n"
+        "                    corpus=['the movie was great fun', 'a dull and boring film'])\n")
+    overrides = ["algo=ppo_clip", "env=text", f"env.task={tmp_path / 'task.py'}:make_task",
+                 f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4", "env.max_prompt_tokens=8",
+                 "algo.num_steps=16", "total_timesteps=128", "eval_episodes=2", "algo.learning_rate=1e-2"]
+    train(compose_cfg(*overrides, "algo.ptx_coef=1.0", "algo.ptx_batch_size=2"), tmp_path / "ptx")
+    events = EventAccumulator(str(tmp_path / "ptx"))
+    events.Reload()
+    ptx = [e.value for e in events.Scalars("losses/ptx_loss")]
+    assert len(ptx) == 2 and ptx[-1] < ptx[0]  # the corpus likelihood is trained, not just measured
+    with pytest.raises(ConfigError, match="needs an agent with pre-training data"):
+        train(compose_cfg("algo=ppo_clip", "env=cartpole", "algo.ptx_coef=0.5", "total_timesteps=512"),
+              tmp_path / "cartpole")

@@ -122,21 +122,38 @@ class TextAgent(nn.Module):
     """Policy = the LM's next-token distribution over the action space; value = a linear head on the LM's
     last hidden state at the observation's last token (a value head on the policy trunk, as in Ziegler et al.)."""
 
-    def __init__(self, lm: nn.Module, n_actions: int):
+    def __init__(self, lm: nn.Module, n_actions: int, pretraining_ids: list[list[int]] | None = None):
         super().__init__()
         require(lm.config.vocab_size >= n_actions, f"the policy model's vocabulary ({lm.config.vocab_size}) is "
                 f"smaller than its tokenizer's ({n_actions}); use the tokenizer saved with the model")
         self.lm, self.n_actions, self.obs_normalizer = lm, n_actions, None
+        self.pretraining_ids = [ids for ids in pretraining_ids or [] if len(ids) > 1]
         self.value_head = layer_init(nn.Linear(lm.config.hidden_size, 1), std=0.01)
         self.decoder = IncrementalDecoder(lm)
         self.lm.eval()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, n_actions: int) -> "TextAgent":
+    def from_pretrained(cls, name_or_path: str, n_actions: int, pretraining_texts: list[str] | None = None
+                        ) -> "TextAgent":
         from envs.text.loading import load_causal_lm
 
-        lm, _ = load_causal_lm(name_or_path)
-        return cls(lm, n_actions)
+        lm, tokenizer = load_causal_lm(name_or_path)
+        context = getattr(lm.config, "n_positions", None) or lm.config.max_position_embeddings
+        ids = tokenizer(pretraining_texts).input_ids if pretraining_texts else None
+        return cls(lm, n_actions, [s[:context] for s in ids] if ids else None)
+
+    def pretraining_loss(self, batch_size: int) -> torch.Tensor:
+        """Mean next-token negative log-likelihood of `batch_size` random sentences of the task's corpus: the
+        pre-training term of PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2: gamma E_x~D_pretrain[log pi(x)])."""
+        require(bool(self.pretraining_ids), "algo.ptx_coef > 0 (PPO-ptx) needs pre-training text: give the task "
+                                            "a corpus (TextTask(..., corpus=[...])), or set algo.ptx_coef=0")
+        chosen = [self.pretraining_ids[i] for i in torch.randint(len(self.pretraining_ids), (batch_size,)).tolist()]
+        width = max(map(len, chosen))
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in chosen])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chosen])
+        logits = self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+        return (nll * mask[:, 1:].flatten()).sum() / mask[:, 1:].sum()
 
     def train(self, mode: bool = True) -> "TextAgent":
         """Dropout stays off: rollouts and updates must see the same policy."""

@@ -29,17 +29,19 @@ PAD = -1  # observation positions not yet filled
 
 
 class TokenSequence(gym.spaces.Box):
-    """Token ids of prompt + response so far, right-padded with -1. Knows the model its agent is built on."""
+    """Token ids of prompt + response so far, right-padded with -1. Knows the model its agent is built on, and
+    the task's corpus, the agent's pre-training text for PPO-ptx."""
 
-    def __init__(self, max_len: int, vocab_size: int, policy_model: str | None = None):
+    def __init__(self, max_len: int, vocab_size: int, policy_model: str | None = None,
+                 pretraining_texts: list[str] | None = None):
         super().__init__(low=PAD, high=vocab_size - 1, shape=(max_len,), dtype=np.int64)
-        self.vocab_size, self.policy_model = vocab_size, policy_model
+        self.vocab_size, self.policy_model, self.pretraining_texts = vocab_size, policy_model, pretraining_texts
 
     def build_agent(self, action_space: gym.Space):
         from envs.text.agent import TextAgent
 
         require(self.policy_model is not None, "this token space names no policy model; set env.policy_model")
-        return TextAgent.from_pretrained(self.policy_model, self.vocab_size)
+        return TextAgent.from_pretrained(self.policy_model, self.vocab_size, self.pretraining_texts)
 
 
 class TokenBatch:
@@ -156,7 +158,8 @@ class TokenVectorEnv(gym.vector.VectorEnv):
                  reference=None, policy_model: str | None = None, gold=None):
         self.num_envs, self.gold = num_envs, gold
         self.batch = TokenBatch(task, tokenizer, num_envs, max_prompt_tokens, max_new_tokens, reference)
-        self.single_observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model)
+        self.single_observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model,
+                                                      task.corpus)
         self.single_action_space = gym.spaces.Discrete(len(tokenizer))
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
