@@ -294,6 +294,10 @@ class SeqGANRun:
         except RuntimeError as err:
             raise common.CheckpointError(f"{path} was saved by networks of another shape ({str(err)[:300]}); "
                                          f"use that run's own algo settings") from None
+        missing = sorted(set(self.optimizers) - set(checkpoint["optimizers"]))
+        if missing:
+            raise common.CheckpointError(f"{path} holds no state for the optimiser(s) {', '.join(missing)}: it was "
+                                         f"written by another version of algos/seqgan.py; start a new run")
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
         self.history = checkpoint["history"]
@@ -368,11 +372,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     rollout_policy = copy.deepcopy(generator).requires_grad_(False)
     disc = Discriminator(task.vocab_size, task.length, hp.dis_embedding_dim, hp.dis_filter_sizes,
                          hp.dis_num_filters, hp.dis_dropout)
-    gen_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
+    # Separate Adam states for MLE and adversarial steps, as the authors' code has: the policy-gradient loss is a
+    # sum over tokens, and moment estimates carried over from the MLE loss's mean would mis-scale its first steps.
+    mle_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
+    adv_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
     dis_opt = torch.optim.Adam(disc.parameters(), lr=hp.dis_learning_rate)
     units = schedule(hp)
     run = SeqGANRun(cfg, run_dir, {"generator": generator, "rollout": rollout_policy, "discriminator": disc},
-                    {"generator": gen_opt, "discriminator": dis_opt}, hp.pretrain_epochs + hp.dis_pretrain_rounds)
+                    {"generator_mle": mle_opt, "generator_adversarial": adv_opt, "discriminator": dis_opt},
+                    hp.pretrain_epochs + hp.dis_pretrain_rounds)
     first = run.start(hp.init_from)
     if first == 0:
         evaluate_generator(run, generator, task, 0, "initial")
@@ -381,14 +389,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         phase, i = units[index]
         step = index + 1
         if phase == "mle":
-            run.log(step, {"losses/mle_loss": mle_epoch(generator, gen_opt, task.real, hp)})
+            run.log(step, {"losses/mle_loss": mle_epoch(generator, mle_opt, task.real, hp)})
             if (i + 1) % hp.eval_every == 0 or i + 1 == hp.pretrain_epochs:
                 evaluate_generator(run, generator, task, step, "mle")
         elif phase == "dis":
             loss, accuracy = discriminator_round(disc, dis_opt, generator, task.real, hp)
             run.log(step, {"losses/discriminator_loss": loss, "charts/discriminator_accuracy": accuracy})
         else:
-            adversarial_epoch(run, hp, task, generator, rollout_policy, disc, gen_opt, dis_opt, i, step)
+            adversarial_epoch(run, hp, task, generator, rollout_policy, disc, adv_opt, dis_opt, i, step)
         run.end_unit(index + 1, len(units))
     return run.finish(len(units), task)
 
