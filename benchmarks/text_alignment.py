@@ -2,8 +2,10 @@
 best-of-N sampling from the reference model, and the training curves of proxy and gold reward against KL.
 
     python -m benchmarks.text_alignment --seeds 1 2 3                           # the shipped preset
-    python -m benchmarks.text_alignment --seeds 1 --name overoptimisation env.kl_coef=0.001 total_timesteps=204800
-    python -m benchmarks.text_alignment --algo a2c --seeds 1 algo.learning_rate=1e-5 ...
+    python -m benchmarks.text_alignment --seeds 1 --name text_overoptimisation -- env.kl_target=null env.kl_coef=0.01
+    python -m benchmarks.text_alignment --algo a2c --seeds 1 --best-of 1 16 -- total_timesteps=51200
+
+Hydra overrides for every run go last, after `--`.
 
 Writes results/<name>/README.md (command, per-seed table, mean and spread, the bar's checks), curves.csv
 and curves.png (proxy and gold reward against the per-sequence KL logged during training).
