@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig
 from torch.distributions import kl_divergence
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from algos import common
@@ -114,9 +115,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             return surrogate.item(), kl.item()
 
         def fisher_vector_product(v: torch.Tensor) -> torch.Tensor:
-            kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean()
-            grad_kl = flat_grad(kl, policy_params, create_graph=True)
-            return flat_grad(grad_kl @ v, policy_params) + hp.cg_damping * v
+            # A double backward: PyTorch's fused attention kernels have none, so attention (in a transformer
+            # policy) runs through the plain math kernel here.
+            with sdpa_kernel(SDPBackend.MATH):
+                kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean()
+                grad_kl = flat_grad(kl, policy_params, create_graph=True)
+                return flat_grad(grad_kl @ v, policy_params) + hp.cg_damping * v
 
         surrogate, _ = surrogate_and_kl_at_current()
         g = flat_grad(surrogate, policy_params)

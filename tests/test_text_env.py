@@ -338,3 +338,15 @@ def test_ppo_ptx_mixes_the_pretraining_loss_into_the_update(tiny_lm, compose_cfg
     with pytest.raises(ConfigError, match="needs an agent with pre-training data"):
         train(compose_cfg("algo=ppo_clip", "env=cartpole", "algo.ptx_coef=0.5", "total_timesteps=512"),
               tmp_path / "cartpole")
+
+
+@pytest.mark.parametrize("algo", ["trpo", "pg", "a2c", "ppo_penalty"])
+def test_every_algorithm_runs_on_the_text_env(algo, tiny_lm, compose_cfg, tmp_path):
+    """TRPO's Fisher-vector products need a double backward through the transformer's attention."""
+    from tests.test_learning import train
+
+    summary = train(compose_cfg(f"algo={algo}", "env=text", "env.task=examples/terse_task.py:make_task",
+                                f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4",
+                                "env.max_prompt_tokens=8", "algo.num_steps=8", "total_timesteps=64",
+                                "eval_episodes=2"), tmp_path)
+    assert summary["total_env_steps"] == 64
