@@ -58,8 +58,9 @@ def plot_curves(curves: dict[int, list[dict]], best_of: dict, path: Path) -> Non
     for ax, key in zip(axes, ("proxy_reward", "gold_reward")):
         for seed, rows in curves.items():
             ax.plot([r["kl"] for r in rows], [r[key] for r in rows], ".", ms=3, alpha=0.5, label=f"PPO seed {seed}")
-        ax.plot([m["kl_to_reference"] for m in best_of.values()], [m[key] for m in best_of.values()], "k^-",
-                label="best-of-N (1, 4, 16)")
+        if best_of:
+            ax.plot([m["kl_to_reference"] for m in best_of.values()], [m[key] for m in best_of.values()], "k^-",
+                    label="best-of-N (" + ", ".join(name.split()[0][8:] for name in best_of) + ")")
         ax.set(xlabel="KL(policy || reference) per sequence, nats", ylabel=key.replace("_", " "), xscale="symlog")
         ax.legend(fontsize=7)
     fig.suptitle("Proxy (learned reward model) and gold (VADER) reward against KL, during training")
