@@ -47,7 +47,7 @@ class Hyperparameters:
     generator: str = "lstm"  # "lstm" (the paper's) or "transformer" (GPT-2 style; a text task's base LM if it has one)
     embedding_dim: int = 32
     hidden_dim: int = 32
-    gen_learning_rate: float = 0.01  # Adam, for MLE and adversarial steps alike
+    gen_learning_rate: float = 0.01  # Adam step size of both generator optimisers (MLE and adversarial)
     grad_clip: float = 5.0  # global gradient-norm clip of the generator
     batch_size: int = 64
     pretrain_epochs: int = 120  # MLE epochs over the real data
