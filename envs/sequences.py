@@ -1,5 +1,5 @@
 """Whole-sequence data for sequence GANs (algos/seqgan.py): real token sequences of one length, and the metrics
-a generator's samples are judged by. An env kind that offers one defines `sequence_task(env_cfg, seed)`.
+a generator's samples are judged by. An env kind that offers one defines `sequence_task(env_cfg)`.
 
 Mode-collapse checks (Zhu et al. 2018, Texygen): BLEU-n of each sample against a reference set measures
 quality; self-BLEU (each sample against the other samples) and distinct-n measure diversity.
