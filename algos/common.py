@@ -193,10 +193,18 @@ class RunningMeanStd(nn.Module):
         return torch.clamp(z, -self.clip, self.clip)
 
 
+def inverse_cdf_sample(probs: torch.Tensor) -> torch.Tensor:
+    """One index per row of `probs`: the number of cumulative probabilities below u ~ U(0, 1), by binary search
+    (torch.multinomial costs several times more, from small action sets to a 5,000-token vocabulary). The clamp
+    guards rounding in the last cumulative value."""
+    u = torch.rand(probs.shape[:-1] + (1,))
+    return torch.searchsorted(probs.cumsum(-1), u).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
 class CategoricalHead(nn.Module):
     """Logits for Discrete actions. Log-probabilities and entropy are computed from one log_softmax rather
     than through torch.distributions.Categorical, whose object set-up costs more than these small networks
-    (tests/test_common.py checks both give the same numbers)."""
+    (tests/test_agent.py checks both give the same numbers)."""
 
     def __init__(self, torso_dim: int, n_actions: int):
         super().__init__()
@@ -207,10 +215,7 @@ class CategoricalHead(nn.Module):
 
     @staticmethod
     def sample(logp: torch.Tensor) -> torch.Tensor:
-        # Inverse-CDF sampling: the action is the number of CDF values below u ~ U(0, 1) (torch.multinomial
-        # costs several times more on these small batches). The clamp guards rounding in the last CDF value.
-        u = torch.rand(logp.shape[:-1] + (1,))
-        return (logp.exp().cumsum(-1) < u).sum(-1).clamp_(max=logp.shape[-1] - 1)
+        return inverse_cdf_sample(logp.exp())
 
     @staticmethod
     def log_prob_entropy(logp: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from algos.common import inverse_cdf_sample
+
 Metrics = Callable[[torch.Tensor], dict[str, float]]
 
 
@@ -94,14 +96,6 @@ def diversity_metrics(samples: list[list]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------- generators and the oracle
-def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
-    """One token per row at temperature 1, by inverse CDF: a binary search of u ~ U(0, 1) in the cumulative
-    probabilities (ten times faster than torch.multinomial over a 5,000-token vocabulary); the clamp guards
-    rounding in the last cumulative value."""
-    cdf = torch.softmax(logits, -1).cumsum(-1)
-    return torch.searchsorted(cdf, torch.rand(len(logits), 1)).squeeze(1).clamp_(max=logits.shape[-1] - 1)
-
-
 class LSTMLanguageModel(torch.nn.Module):
     """The SeqGAN paper's generator (and oracle): embedding -> one LSTM layer -> vocabulary logits. The first
     input is the start token's embedding; the start token is not part of the sequence."""
@@ -129,7 +123,7 @@ class LSTMLanguageModel(torch.nn.Module):
         hidden, state = self.lstm(self.embedding(self._with_start(prefix)))
         tokens = [prefix]
         for step in range(prefix.shape[1], length):
-            token = sample_tokens(self.head(hidden[:, -1]))
+            token = inverse_cdf_sample(torch.softmax(self.head(hidden[:, -1]), -1))
             tokens.append(token[:, None])
             if step + 1 < length:
                 hidden, state = self.lstm(self.embedding(token[:, None]), state)
@@ -168,7 +162,7 @@ class TransformerLanguageModel(torch.nn.Module):
         out = self.model(input_ids=self._with_start(prefix), use_cache=True)
         tokens = [prefix]
         for step in range(prefix.shape[1], length):
-            token = sample_tokens(out.logits[:, -1])
+            token = inverse_cdf_sample(torch.softmax(out.logits[:, -1], -1))
             tokens.append(token[:, None])
             if step + 1 < length:
                 out = self.model(input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True)
