@@ -8,6 +8,8 @@ at its own position (causal attention makes them the same as a forward over the 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution
@@ -122,12 +124,12 @@ class TextAgent(nn.Module):
     """Policy = the LM's next-token distribution over the action space; value = a linear head on the LM's
     last hidden state at the observation's last token (a value head on the policy trunk, as in Ziegler et al.)."""
 
-    def __init__(self, lm: nn.Module, n_actions: int, pretraining_ids: list[list[int]] | None = None):
+    def __init__(self, lm: nn.Module, n_actions: int, tokenizer=None, pretraining_texts: list[str] | None = None):
         super().__init__()
         require(lm.config.vocab_size >= n_actions, f"the policy model's vocabulary ({lm.config.vocab_size}) is "
                 f"smaller than its tokenizer's ({n_actions}); use the tokenizer saved with the model")
         self.lm, self.n_actions, self.obs_normalizer = lm, n_actions, None
-        self.pretraining_ids = [ids for ids in pretraining_ids or [] if len(ids) > 1]
+        self.tokenizer, self.pretraining_texts = tokenizer, pretraining_texts or []
         self.value_head = layer_init(nn.Linear(lm.config.hidden_size, 1), std=0.01)
         self.decoder = IncrementalDecoder(lm)
         self.lm.eval()
@@ -138,9 +140,15 @@ class TextAgent(nn.Module):
         from envs.text.loading import load_causal_lm
 
         lm, tokenizer = load_causal_lm(name_or_path)
-        context = getattr(lm.config, "n_positions", None) or lm.config.max_position_embeddings
-        ids = tokenizer(pretraining_texts).input_ids if pretraining_texts else None
-        return cls(lm, n_actions, [s[:context] for s in ids] if ids else None)
+        return cls(lm, n_actions, tokenizer, pretraining_texts)
+
+    @functools.cached_property
+    def pretraining_ids(self) -> list[list[int]]:
+        """The corpus's token ids, cut to the model's context; tokenized on first use (only PPO-ptx needs them)."""
+        if not self.pretraining_texts:
+            return []
+        context = getattr(self.lm.config, "n_positions", None) or self.lm.config.max_position_embeddings
+        return [ids[:context] for ids in self.tokenizer(self.pretraining_texts).input_ids if len(ids) > 1]
 
     def pretraining_loss(self, batch_size: int) -> torch.Tensor:
         """Mean next-token negative log-likelihood of `batch_size` random sentences of the task's corpus: the
