@@ -16,7 +16,6 @@ import argparse
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,18 +25,19 @@ from omegaconf import OmegaConf
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks import ROOT, train_in_subprocess  # noqa: E402
+
 AUTHORS_LOG = ROOT.parent / "shared" / "data" / "seqgan-oracle" / "experiment-log.txt"
 VARIANTS = {"seqgan": ["algo.generator_update=pg", "algo.baseline=false"],  # the paper's update
             "pg_baseline": ["algo.generator_update=pg", "algo.baseline=true"],
+            "ppo": ["algo.generator_update=ppo", "algo.baseline=false"],  # PPO-clip on the paper's rewards
             "ppo_baseline": ["algo.generator_update=ppo", "algo.baseline=true"]}
 PAPER = {"random": 10.310, "MLE": 9.038, "SS": 8.985, "PG-BLEU": 8.946, "SeqGAN": 8.736}
 
 
 def run(folder: Path, seed: int, overrides: list[str]) -> dict:
     if not (folder / "summary.json").exists():
-        subprocess.run([sys.executable, "-m", "algos", "algo=seqgan", "env=seqgan_oracle", f"seed={seed}",
-                        f"hydra.run.dir={folder}", *overrides], cwd=ROOT, check=True)
+        train_in_subprocess(folder, ["algo=seqgan", "env=seqgan_oracle", f"seed={seed}", *overrides])
     return json.loads((folder / "summary.json").read_text())
 
 

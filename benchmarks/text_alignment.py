@@ -17,9 +17,7 @@ import argparse
 import csv
 import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
@@ -28,9 +26,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from benchmarks import ROOT, train_in_subprocess  # noqa: E402
 from envs.text.evaluate import evaluate_rows  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["proxy_reward", "gold_reward", "gold_positive_fraction", "kl_to_reference", "perplexity_under_reference",
            "distinct_1", "distinct_2"]
 CURVE_TAGS = ["text/kl", "text/proxy_reward", "text/gold_reward"]
@@ -38,11 +36,7 @@ CURVE_TAGS = ["text/kl", "text/proxy_reward", "text/gold_reward"]
 
 def train(algo: str, seed: int, overrides: list[str], run_root: Path) -> tuple[Path, float]:
     run_dir = run_root / f"{algo}-seed{seed}"
-    command = [sys.executable, "-m", "algos", f"algo={algo}", "env=text_sentiment", f"seed={seed}",
-               f"hydra.run.dir={run_dir}", *overrides]
-    start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    return run_dir, time.perf_counter() - start
+    return run_dir, train_in_subprocess(run_dir, [f"algo={algo}", "env=text_sentiment", f"seed={seed}", *overrides])
 
 
 def training_curve(run_dir: Path) -> list[dict]:

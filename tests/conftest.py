@@ -5,6 +5,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
@@ -57,3 +58,22 @@ if "NaNRewardCartPole-v0" not in gym.registry:
     gym.register(id="NaNRewardCartPole-v0",
                  entry_point=lambda **kw: NaNRewardAfter(gym.make("CartPole-v1").unwrapped, **kw),
                  max_episode_steps=500)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from envs.text.base_lm import train_tokenizer
+
+    texts = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"] * 20
+    tokenizer = train_tokenizer(texts, vocab_size=300, context_length=64)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

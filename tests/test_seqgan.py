@@ -13,7 +13,6 @@ from algos import seqgan
 from algos.common import ConfigError, StopSignal
 from envs.seqgan_oracle import load_oracle
 from envs.sequences import BleuReferences, LSTMLanguageModel, distinct_n, generate, self_bleu, token_nll
-from tests.test_text_env import tiny_lm  # noqa: F401  (a fixture: the tests' tiny GPT-2)
 
 REPO = Path(__file__).resolve().parent.parent
 ORACLE = REPO.parent / "shared" / "data" / "seqgan-oracle" / "target_params.npz"

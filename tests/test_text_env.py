@@ -11,31 +11,14 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings, strategies as st
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from algos.common import ConfigError, KLController, NonFiniteError, Rollout
 from envs.text.agent import TextAgent, group_by_longest
-from envs.text.base_lm import train_tokenizer
 from envs.text.env import PAD, TokenEnv, TokenVectorEnv
 from envs.text.tasks import TextTask
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = ["the movie was", "i think it is", "a film"]
-
-
-@pytest.fixture(scope="session")
-def tiny_lm(tmp_path_factory) -> Path:
-    """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
-    texts = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"] * 20
-    tokenizer = train_tokenizer(texts, vocab_size=300, context_length=64)
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
