@@ -185,7 +185,6 @@ def generator_step(generator: nn.Module, optimizer: torch.optim.Optimizer, sampl
             token_log_likelihoods(generator.logits(samples), samples), adv), hp.grad_clip)
     with evaluating(generator):
         old_log_probs = token_log_likelihoods(generator.logits(samples), samples)
-    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     for _ in range(hp.ppo_epochs):
         ratio = (token_log_likelihoods(generator.logits(samples), samples) - old_log_probs).exp()
         loss = _optimise(generator, optimizer, clipped_surrogate_loss(ratio, adv, hp.clip_coef), hp.grad_clip)
