@@ -626,11 +626,15 @@ def load_checkpoint(path: Path) -> dict:
                               f"truncated or corrupt: delete it to start the run afresh") from None
 
 
-def check_checkpoint_fits(checkpoint: dict, path: Path, algo: str, env_id: str, agent: nn.Module) -> None:
+def check_checkpoint_meta(checkpoint: dict, path: Path, algo: str, env_id: str) -> None:
     meta = checkpoint.get("meta", {})
     if (meta.get("algo"), meta.get("env")) != (algo, env_id):
         raise CheckpointError(f"{path} is a checkpoint of {meta.get('algo')} on {meta.get('env')}, but this run "
                               f"is {algo} on {env_id}; resume it with the same algo and env, or use another folder")
+
+
+def check_checkpoint_fits(checkpoint: dict, path: Path, algo: str, env_id: str, agent: nn.Module) -> None:
+    check_checkpoint_meta(checkpoint, path, algo, env_id)
     ours = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
     if ours != theirs:
@@ -651,33 +655,80 @@ class StopSignal:
         cls.received = signal.Signals(signum).name
 
 
-class Run:
-    """One run = one folder: resolved config, TensorBoard events, checkpoint, summary.json (DESIGN.md sec. 7).
+class RunFolder:
+    """One run = one folder (DESIGN.md sec. 7): the resolved config, TensorBoard events, a checkpoint written
+    atomically every `checkpoint_interval_s` and when a stop signal arrives, and summary.json at the end. The
+    RL loop (Run) and SeqGAN (algos/seqgan.py) each say what goes into the checkpoint."""
 
-    `start` resumes from the folder's checkpoint when there is one; `end_update` is called once per update
-    (checks, logging, checkpoints, stop signals); `finish` writes the final checkpoint and the summary.
-    """
+    def __init__(self, cfg: DictConfig, algo: str, run_dir: Path):
+        self.cfg, self.algo, self.dir = cfg, algo, run_dir
+        self.checkpoint_path = run_dir / "checkpoint.pt"
+        self.wall_before = 0.0
+
+    def open(self, purge_step: int | None) -> None:
+        """Write config.yaml and open the TensorBoard writer. When resuming, purge_step hides the events a killed
+        process wrote after its last checkpoint (steps >= the first step this process logs), so curves continue
+        with no duplicated steps."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(self.cfg, resolve=True).encode()))
+        self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
+        self.start_time = self.last_checkpoint_time = time.perf_counter()
+
+    def load(self, path: Path) -> dict:
+        checkpoint = load_checkpoint(path)
+        check_checkpoint_meta(checkpoint, path, self.algo, self.cfg.env.id)
+        return checkpoint
+
+    def wall_clock(self) -> float:
+        """Training time over every session of this run."""
+        return self.wall_before + time.perf_counter() - self.start_time
+
+    def checkpoint_due(self) -> bool:
+        return bool(StopSignal.received) or \
+            time.perf_counter() - self.last_checkpoint_time >= self.cfg.checkpoint_interval_s
+
+    def write_checkpoint(self, state: dict) -> None:
+        self.writer.flush()  # events up to this checkpoint are on disk before it is
+        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+        self.last_checkpoint_time = time.perf_counter()
+
+    def stop_if_signalled(self, unit: str, done: int, total: int) -> None:
+        if StopSignal.received:
+            raise Preempted(f"{StopSignal.received} received: stopped after {unit} {done} of {total} with a "
+                            f"checkpoint; continue with resume={self.dir}")
+
+    def check_finite(self, where: str, scalars: dict[str, float]) -> None:
+        for tag, value in scalars.items():
+            if not np.isfinite(value):
+                raise NonFiniteError(f"{tag} became {value} at {where}; the last good checkpoint is kept at "
+                                     f"{self.checkpoint_path}")
+
+    def write_summary(self, results: dict) -> dict:
+        summary = {"algo": self.algo, "env": self.cfg.env.id, "seed": self.cfg.seed, **results,
+                   "versions": library_versions(), "git_commit": git_commit()}
+        self.writer.close()
+        atomic_write(self.dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        return summary
+
+
+class Run(RunFolder):
+    """The RL loop's run: `start` resumes from the folder's checkpoint when there is one; `end_update` is called
+    once per update (checks, logging, checkpoints, stop signals); `finish` writes the final checkpoint, evaluates
+    the policy and writes the summary."""
 
     def __init__(self, cfg: DictConfig, algo: str, run_dir: Path, agent: Agent, rollout: Rollout,
                  num_updates: int, kl_target: float | None):
-        self.cfg, self.algo, self.dir = cfg, algo, run_dir
+        super().__init__(cfg, algo, run_dir)
         self.agent, self.rollout, self.num_updates, self.kl_target = agent, rollout, num_updates, kl_target
-        self.checkpoint_path = run_dir / "checkpoint.pt"
         self.log_every = max(1, num_updates // 1000)  # at most about a thousand points per loss curve
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
     def start(self, optimizers: dict[str, torch.optim.Optimizer], algo_state: dict) -> tuple[int, dict]:
         """Returns (first update to run, algorithm state), both from the checkpoint when resuming."""
-        self.optimizers, first_update, self.wall_before = optimizers, 0, 0.0
+        self.optimizers, first_update = optimizers, 0
         if self.checkpoint_path.exists():
             first_update, algo_state = self._restore()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(self.cfg, resolve=True).encode()))
-        # purge_step hides the events a killed process wrote after its last checkpoint (those at steps >= the
-        # first step this process will log), so curves continue with no duplicated steps.
-        purge = self.rollout.global_step + 1 if first_update else None
-        self.writer = SummaryWriter(str(self.dir), purge_step=purge)
-        self.start_time = self.last_checkpoint_time = time.perf_counter()
+        self.open(purge_step=self.rollout.global_step + 1 if first_update else None)
         self.start_step = self.rollout.global_step
         return first_update, algo_state
 
@@ -696,36 +747,23 @@ class Run:
         return next_update, checkpoint["algo_state"]
 
     def save_checkpoint(self, next_update: int, algo_state: dict) -> None:
-        self.writer.flush()  # events up to this checkpoint are on disk before it is
-        state = {
+        self.write_checkpoint({
             "meta": {"algo": self.algo, "env": self.cfg.env.id, "global_step": self.rollout.global_step,
                      "next_update": next_update, "wall_clock_s": self.wall_clock()},
             "agent": self.agent.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "algo_state": algo_state, "rollout": self.rollout.state_dict(), "torch_rng": torch.get_rng_state(),
-        }
-        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
-        self.last_checkpoint_time = time.perf_counter()
-
-    def wall_clock(self) -> float:
-        """Training time over every session of this run."""
-        return self.wall_before + time.perf_counter() - self.start_time
+        })
 
     def end_update(self, update: int, scalars: dict[str, float], algo_state: dict) -> None:
         self._check_finite(update, scalars)
         self._log(update, scalars)
-        due = time.perf_counter() - self.last_checkpoint_time >= self.cfg.checkpoint_interval_s
-        if due or StopSignal.received:
+        if self.checkpoint_due():
             self.save_checkpoint(update + 1, algo_state)
-        if StopSignal.received:
-            raise Preempted(f"{StopSignal.received} received: stopped after update {update + 1} of "
-                            f"{self.num_updates} with a checkpoint; continue with resume={self.dir}")
+        self.stop_if_signalled("update", update + 1, self.num_updates)
 
     def _check_finite(self, update: int, scalars: dict[str, float]) -> None:
-        for tag, value in scalars.items():
-            if not np.isfinite(value):
-                raise NonFiniteError(f"{tag} became {value} at update {update}; the last good checkpoint is "
-                                     f"kept at {self.checkpoint_path}")
+        self.check_finite(f"update {update}", scalars)
         if not all(torch.isfinite(p).all() for p in self.agent.parameters()):
             raise NonFiniteError(f"the agent's parameters became non-finite at update {update} (a non-finite "
                                  f"gradient); the last good checkpoint is kept at {self.checkpoint_path}")
@@ -758,29 +796,33 @@ class Run:
         wall, steps = self.wall_clock(), self.rollout.global_step
         self.save_checkpoint(self.num_updates, algo_state)
         returns = evaluate_policy(self.agent, self.cfg.env, self.cfg.eval_episodes, self.cfg.seed + 10_000)
-        summary = {
-            "algo": self.algo, "env": self.cfg.env.id, "seed": self.cfg.seed,
+        self.writer.add_scalar("eval/mean_return", float(returns.mean()), steps)
+        summary = self.write_summary({
             "total_env_steps": steps, "wall_clock_s": round(wall, 3),
             "steps_per_second": round(steps / wall, 1) if wall > 0 else None,
             "eval": {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": len(returns),
                      "policy": "deterministic (argmax / Gaussian mean)", "returns": returns.tolist()},
-            "versions": library_versions(), "git_commit": git_commit(),
-        }
-        self.writer.add_scalar("eval/mean_return", summary["eval"]["mean"], steps)
-        self.writer.close()
-        atomic_write(self.dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        })
         log.info("eval return %.1f +- %.1f over %d episodes; run folder: %s",
                  returns.mean(), returns.std(), len(returns), self.dir)
         return summary
 
 
-def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
-    """Everything an algorithm needs before its loop: checked hyperparameters, seeds, envs, agent, run folder."""
-    from envs import check_env_settings, make_vector_env
+def check_config(cfg: DictConfig, schema: type):
+    """The run's, the env's and the algorithm's settings checked (ConfigError naming the first bad one); returns
+    the algorithm's hyperparameters as `schema`."""
+    from envs import check_env_settings
 
     check_settings(RunSettings, {f.name: cfg[f.name] for f in dataclasses.fields(RunSettings)}, "")
     check_env_settings(cfg.env)
-    hp = check_settings(schema, cfg.algo, "algo.")
+    return check_settings(schema, cfg.algo, "algo.")
+
+
+def setup(cfg: DictConfig, algo: str, schema: type, run_dir: Path):
+    """Everything an algorithm needs before its loop: checked hyperparameters, seeds, envs, agent, run folder."""
+    from envs import make_vector_env
+
+    hp = check_config(cfg, schema)
     batch_size = cfg.env.num_envs * hp.num_steps
     minibatches = getattr(hp, "num_minibatches", 1)
     require(getattr(hp, "minibatch_by", "sample") == "sample" or cfg.env.num_envs % minibatches == 0,

@@ -21,17 +21,14 @@ the same Q-based advantages, several epochs per batch of samples.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 
 from algos import common
 from algos.ppo_clip import clipped_surrogate_loss
@@ -237,56 +234,51 @@ def schedule(hp: Hyperparameters) -> list[tuple[str, int]]:
             + [("adversarial", k) for k in range(hp.adversarial_epochs)])
 
 
-class SeqGANRun:
-    """Folder, TensorBoard, checkpoints and summary for SeqGAN (DESIGN.md section 7). The x-axis counts the
-    units of Algorithm 1 done: MLE epochs, then discriminator pre-training rounds, then adversarial epochs."""
+class SeqGANRun(common.RunFolder):
+    """The run folder of SeqGAN; the checkpoint holds the three networks, their optimisers and the metric
+    history. The x-axis counts the units of Algorithm 1 done: MLE epochs, then discriminator pre-training
+    rounds, then adversarial epochs."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], pretraining_units: int):
-        self.cfg, self.dir, self.modules, self.optimizers = cfg, run_dir, modules, optimizers
-        self.pretraining_units = pretraining_units
-        self.checkpoint_path = run_dir / "checkpoint.pt"
+        super().__init__(cfg, "seqgan", run_dir)
+        self.modules, self.optimizers, self.pretraining_units = modules, optimizers, pretraining_units
         self.history: list[dict] = []
 
     def start(self, init_from: str | None) -> int:
         """The unit to run first: 0 for a new run, the checkpoint's next unit when resuming, the first
         adversarial unit when starting from another run's pre-training."""
-        next_unit, self.wall_before = 0, 0.0
-        if self.checkpoint_path.exists():
-            meta, checkpoint = self._load(self.checkpoint_path)
+        next_unit, resuming = 0, self.checkpoint_path.exists()
+        if resuming:
+            checkpoint = self._restore(self.checkpoint_path)
             torch.set_rng_state(checkpoint["torch_rng"])
-            next_unit, self.wall_before = meta["next_unit"], meta["wall_clock_s"]
+            next_unit, self.wall_before = checkpoint["meta"]["next_unit"], checkpoint["meta"]["wall_clock_s"]
             log.info("resuming %s at unit %d", self.checkpoint_path, next_unit)
         elif init_from is not None:
-            path = Path(init_from) / "checkpoint.pt"
-            if not path.exists():
-                raise common.ConfigError(f"algo.init_from={init_from}: no checkpoint.pt there; give a SeqGAN run "
-                                         f"folder that finished pre-training (e.g. one run with adversarial_epochs=0)")
-            meta, _ = self._load(path)
-            if meta["next_unit"] != self.pretraining_units:
-                raise common.ConfigError(
-                    f"algo.init_from={init_from}: its checkpoint is at unit {meta['next_unit']}, not at the end of "
-                    f"pre-training (unit {self.pretraining_units}); give a run made with algo.adversarial_epochs=0 "
-                    f"and this run's pretrain_epochs and dis_pretrain_rounds")
-            next_unit = self.pretraining_units
-            log.info("starting adversarial training from the pre-training in %s", init_from)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        common.atomic_write(self.dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(self.cfg, resolve=True).encode()))
-        resuming = self.checkpoint_path.exists()
-        self.writer = SummaryWriter(str(self.dir), purge_step=next_unit + 1 if resuming else None)
+            next_unit = self._start_from_pretraining(Path(init_from))
+        self.open(purge_step=next_unit + 1 if resuming else None)
         if init_from is not None and not resuming:  # the pre-training curve, so this run's plots are whole
             for entry in self.history:
                 self.log(entry["step"], {f"seqgan/{k}": v for k, v in entry.items()
                                          if k not in ("step", "phase", "wall_clock_s")})
-        self.start_time = self.last_checkpoint = time.perf_counter()
         return next_unit
 
-    def _load(self, path: Path) -> tuple[dict, dict]:
-        checkpoint = common.load_checkpoint(path)
-        meta = checkpoint.get("meta", {})
-        if (meta.get("algo"), meta.get("env")) != ("seqgan", self.cfg.env.id):
-            raise common.CheckpointError(f"{path} is a checkpoint of {meta.get('algo')} on {meta.get('env')}, "
-                                         f"not seqgan on {self.cfg.env.id}; use a SeqGAN run on the same env")
+    def _start_from_pretraining(self, folder: Path) -> int:
+        path = folder / "checkpoint.pt"
+        if not path.exists():
+            raise common.ConfigError(f"algo.init_from={folder}: no checkpoint.pt there; give a SeqGAN run "
+                                     f"folder that finished pre-training (e.g. one run with adversarial_epochs=0)")
+        units = self._restore(path)["meta"]["next_unit"]
+        if units != self.pretraining_units:
+            raise common.ConfigError(
+                f"algo.init_from={folder}: its checkpoint is at unit {units}, not at the end of pre-training "
+                f"(unit {self.pretraining_units}); give a run made with algo.adversarial_epochs=0 and this run's "
+                f"pretrain_epochs and dis_pretrain_rounds")
+        log.info("starting adversarial training from the pre-training in %s", folder)
+        return self.pretraining_units
+
+    def _restore(self, path: Path) -> dict:
+        checkpoint = self.load(path)
         try:
             for name, module in self.modules.items():
                 module.load_state_dict(checkpoint["modules"][name])
@@ -300,16 +292,11 @@ class SeqGANRun:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
         self.history = checkpoint["history"]
-        return meta, checkpoint
-
-    def wall_clock(self) -> float:
-        return self.wall_before + time.perf_counter() - self.start_time
+        return checkpoint
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
+        self.check_finite(f"step {step}", scalars)
         for tag, value in scalars.items():
-            if not torch.isfinite(torch.tensor(value)):
-                raise common.NonFiniteError(f"{tag} became {value} at step {step}; the last good checkpoint is "
-                                            f"kept at {self.checkpoint_path}")
             self.writer.add_scalar(tag, value, step)
 
     def record(self, step: int, phase: str, metrics: dict[str, float], samples: list[str] | None) -> None:
@@ -320,33 +307,24 @@ class SeqGANRun:
         log.info("%s step %d: %s", phase, step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     def end_unit(self, next_unit: int, total_units: int) -> None:
-        if time.perf_counter() - self.last_checkpoint >= self.cfg.checkpoint_interval_s or common.StopSignal.received:
+        if self.checkpoint_due():
             self.save(next_unit)
-        if common.StopSignal.received:
-            raise common.Preempted(f"{common.StopSignal.received} received: stopped after unit {next_unit} of "
-                                   f"{total_units} with a checkpoint; continue with resume={self.dir}")
+        self.stop_if_signalled("unit", next_unit, total_units)
 
     def save(self, next_unit: int) -> None:
-        self.writer.flush()
-        state = {"meta": {"algo": "seqgan", "env": self.cfg.env.id, "next_unit": next_unit,
-                          "wall_clock_s": self.wall_clock()},
-                 "modules": {name: m.state_dict() for name, m in self.modules.items()},
-                 "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
-                 "torch_rng": torch.get_rng_state(), "history": self.history}
-        common.atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
-        self.last_checkpoint = time.perf_counter()
+        self.write_checkpoint({
+            "meta": {"algo": "seqgan", "env": self.cfg.env.id, "next_unit": next_unit,
+                     "wall_clock_s": self.wall_clock()},
+            "modules": {name: m.state_dict() for name, m in self.modules.items()},
+            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+            "torch_rng": torch.get_rng_state(), "history": self.history})
 
     def finish(self, total_units: int, task: SequenceTask) -> dict:
         self.save(total_units)
         final = self.history[-1]
-        summary = {"algo": "seqgan", "env": self.cfg.env.id, "seed": self.cfg.seed,
-                   "wall_clock_s": round(self.wall_clock(), 1), "final": final, "history": self.history,
-                   "eval": {"mean": final[task.headline], "metric": task.headline,
-                            "lower_is_better": task.lower_is_better},
-                   "versions": common.library_versions(), "git_commit": common.git_commit()}
-        self.writer.close()
-        common.atomic_write(self.dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
-        return summary
+        return self.write_summary({
+            "wall_clock_s": round(self.wall_clock(), 1), "final": final, "history": self.history,
+            "eval": {"mean": final[task.headline], "metric": task.headline, "lower_is_better": task.lower_is_better}})
 
 
 def evaluate_generator(run: SeqGANRun, generator: nn.Module, task: SequenceTask, step: int, phase: str) -> None:
@@ -360,11 +338,9 @@ def evaluate_generator(run: SeqGANRun, generator: nn.Module, task: SequenceTask,
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    from envs import check_env_settings, make_sequence_task
+    from envs import make_sequence_task
 
-    common.check_settings(common.RunSettings, {f: cfg[f] for f in common.RunSettings.__dataclass_fields__}, "")
-    check_env_settings(cfg.env)
-    hp = common.check_settings(Hyperparameters, cfg.algo, "algo.")
+    hp = common.check_config(cfg, Hyperparameters)
     common.seed_everything(cfg.seed, cfg.torch_threads)
     task = make_sequence_task(cfg.env)
     generator = make_generator(task, hp)
