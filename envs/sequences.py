@@ -118,12 +118,12 @@ class LSTMLanguageModel(torch.nn.Module):
         return self.head(hidden)
 
     @torch.no_grad()
-    def complete(self, prefix: torch.Tensor, length: int) -> torch.Tensor:
+    def complete(self, prefix: torch.Tensor, length: int, temperature: float = 1.0) -> torch.Tensor:
         """Sample tokens after each row of `prefix` ([B, t], t may be 0) until rows are `length` long."""
         hidden, state = self.lstm(self.embedding(self._with_start(prefix)))
         tokens = [prefix]
         for step in range(prefix.shape[1], length):
-            token = inverse_cdf_sample(torch.softmax(self.head(hidden[:, -1]), -1))
+            token = inverse_cdf_sample(torch.softmax(self.head(hidden[:, -1]) / temperature, -1))
             tokens.append(token[:, None])
             if step + 1 < length:
                 hidden, state = self.lstm(self.embedding(token[:, None]), state)
@@ -158,11 +158,11 @@ class TransformerLanguageModel(torch.nn.Module):
         return self.model(input_ids=self._with_start(sequences[:, :-1])).logits
 
     @torch.no_grad()
-    def complete(self, prefix: torch.Tensor, length: int) -> torch.Tensor:
+    def complete(self, prefix: torch.Tensor, length: int, temperature: float = 1.0) -> torch.Tensor:
         out = self.model(input_ids=self._with_start(prefix), use_cache=True)
         tokens = [prefix]
         for step in range(prefix.shape[1], length):
-            token = inverse_cdf_sample(torch.softmax(out.logits[:, -1], -1))
+            token = inverse_cdf_sample(torch.softmax(out.logits[:, -1] / temperature, -1))
             tokens.append(token[:, None])
             if step + 1 < length:
                 out = self.model(input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True)
@@ -193,8 +193,10 @@ def token_nll(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int =
                           for chunk in sequences.split(batch_size)])
 
 
-def generate(model: torch.nn.Module, n: int, length: int, batch_size: int = 1000) -> torch.Tensor:
-    """[n, length] samples from the model at temperature 1."""
+def generate(model: torch.nn.Module, n: int, length: int, batch_size: int = 1000, temperature: float = 1.0
+             ) -> torch.Tensor:
+    """[n, length] samples from the model, its logits divided by `temperature` (1: the model's own distribution;
+    below 1 sharper, the quality-for-diversity trade of Caccia et al. 2018)."""
     with evaluating(model):
-        return torch.cat([model.complete(torch.empty(min(batch_size, n - i), 0, dtype=torch.long), length)
-                          for i in range(0, n, batch_size)])
+        return torch.cat([model.complete(torch.empty(min(batch_size, n - i), 0, dtype=torch.long), length,
+                                         temperature) for i in range(0, n, batch_size)])
