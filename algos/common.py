@@ -170,7 +170,8 @@ class NatureCNN(nn.Module):
         ).to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs.contiguous(memory_format=torch.channels_last) / 255.0)
+        # one pass converts the dtype and the layout, a second scales in place
+        return self.net(obs.to(torch.float32, memory_format=torch.channels_last).mul_(1 / 255.0))
 
 
 class RunningMeanStd(nn.Module):
