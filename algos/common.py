@@ -93,6 +93,7 @@ class RunSettings:
     resume: str | None
     checkpoint_interval_s: float
     kl_alarm: float
+    capture_video: bool
     net: NetSettings
 
     def __post_init__(self):
@@ -568,8 +569,21 @@ def evaluate_policy(agent: Agent, env_cfg: DictConfig, episodes: int, seed: int)
     """Undiscounted returns of `episodes` episodes under the greedy policy, one episode per environment."""
     from envs import make_vector_env
 
-    envs = make_vector_env(env_cfg, episodes, training=False)
+    return play_greedy(agent, make_vector_env(env_cfg, episodes, training=False), seed)
+
+
+def record_video(agent: Agent, env_cfg: DictConfig, folder: Path, seed: int) -> list[Path]:
+    """One greedy evaluation episode, recorded as MP4 in `folder`; returns the video files."""
+    from envs import make_video_env
+
+    play_greedy(agent, make_video_env(env_cfg, str(folder)), seed)
+    return sorted(folder.glob("*.mp4"))
+
+
+def play_greedy(agent: Agent, envs: gym.vector.VectorEnv, seed: int) -> np.ndarray:
+    """One episode per environment under the greedy policy; their undiscounted returns. Closes `envs`."""
     obs, _ = envs.reset(seed=seed)
+    episodes = envs.num_envs
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
         obs, _, _, _, info = envs.step(agent.greedy_action(torch.as_tensor(obs)).numpy())
@@ -798,6 +812,9 @@ class Run(RunFolder):
         self.save_checkpoint(self.num_updates, algo_state)
         returns = evaluate_policy(self.agent, self.cfg.env, self.cfg.eval_episodes, self.cfg.seed + 10_000)
         self.writer.add_scalar("eval/mean_return", float(returns.mean()), steps)
+        if self.cfg.capture_video:
+            videos = record_video(self.agent, self.cfg.env, self.dir / "videos", self.cfg.seed + 10_000)
+            log.info("evaluation video: %s", ", ".join(map(str, videos)))
         summary = self.write_summary({
             "total_env_steps": steps, "wall_clock_s": round(wall, 3),
             "steps_per_second": round(steps / wall, 1) if wall > 0 else None,
@@ -812,10 +829,12 @@ class Run(RunFolder):
 def check_config(cfg: DictConfig, schema: type):
     """The run's, the env's and the algorithm's settings checked (ConfigError naming the first bad one); returns
     the algorithm's hyperparameters as `schema`."""
-    from envs import check_env_settings
+    from envs import check_env_settings, check_video_support
 
     check_settings(RunSettings, {f.name: cfg[f.name] for f in dataclasses.fields(RunSettings)}, "")
     check_env_settings(cfg.env)
+    if cfg.capture_video:
+        check_video_support(cfg.env)
     return check_settings(schema, cfg.algo, "algo.")
 
 

@@ -1,8 +1,10 @@
 """Environments behind one call: `make_vector_env(env_cfg, num_envs, training)` builds a Gymnasium vector env
-for the config group `env` (conf/env/*.yaml), choosing the builder by `env_cfg.kind`; `make_sequence_task`
-gives whole-sequence data for algo=seqgan where the kind offers it."""
+for the config group `env` (conf/env/*.yaml), choosing the builder by `env_cfg.kind`; `make_video_env` one
+evaluation episode recorded as MP4, and `make_sequence_task` whole-sequence data for algo=seqgan, where the kind
+offers them."""
 
 import importlib
+import importlib.util
 
 from omegaconf import DictConfig
 
@@ -38,3 +40,19 @@ def make_sequence_task(env_cfg: DictConfig):
         raise ConfigError(f"env.kind={env_cfg.kind} has no whole-sequence data for algo=seqgan; use an env of "
                           f"kind {' or '.join(offering)} (env=seqgan_oracle, env=text_sentiment)")
     return module.sequence_task(env_cfg)
+
+
+def check_video_support(env_cfg: DictConfig) -> None:
+    """capture_video=true needs a kind that renders frames and moviepy, which writes the MP4s."""
+    if not hasattr(_kind(env_cfg), "make_video_env"):
+        recording = [kind for kind, name in KINDS.items() if hasattr(importlib.import_module(name), "make_video_env")]
+        raise ConfigError(f"capture_video=true: env.kind={env_cfg.kind} has no frames to record (kinds that do: "
+                          f"{', '.join(recording)}); set capture_video=false")
+    if importlib.util.find_spec("moviepy") is None:
+        raise ConfigError("capture_video=true needs moviepy to write MP4s: pip install -e '.[video]', or set "
+                          "capture_video=false")
+
+
+def make_video_env(env_cfg: DictConfig, video_folder: str):
+    """A one-environment vector env like make_vector_env's for evaluation, whose first episode is recorded."""
+    return _kind(env_cfg).make_video_env(env_cfg, video_folder)

@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
-from gymnasium.vector import AutoresetMode, VectorWrapper
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorWrapper
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 from omegaconf import DictConfig
 
@@ -156,6 +156,54 @@ class TrainingSignal(VectorWrapper):
         return False
 
 
+class FireOnReset(gym.Wrapper):
+    """FIRE for one frame after a reset, as ale-py's use_fire_reset does (Breakout waits for it)."""
+
+    def __init__(self, env: gym.Env, fire_action: int):
+        super().__init__(env)
+        self.fire_action = fire_action
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        obs, _, _, _, info = self.env.step(self.fire_action)
+        return obs, info
+
+
+def python_single_env(env_cfg: DictConfig, video_folder: str | None = None) -> gym.Env:
+    """One game through gymnasium's Python wrappers (AtariPreprocessing, FrameStackObservation): the same
+    observations as make_vector_env's emulators (tests/test_atari.py checks it step by step with no-ops off).
+    With `video_folder`, its first game is recorded frame by frame as MP4 there."""
+    env = gym.make(env_cfg.id, frameskip=1, repeat_action_probability=env_cfg.repeat_action_probability,
+                   max_num_frames_per_episode=env_cfg.max_episode_frames,
+                   render_mode="rgb_array" if video_folder else None)
+    if video_folder:
+        env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda episode: episode == 0,
+                                       name_prefix="eval", fps=60)  # every emulator frame, at the console's rate
+    actions = env.unwrapped.get_action_meanings()
+    if "FIRE" in actions:
+        env = FireOnReset(env, actions.index("FIRE"))
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=env_cfg.noop_max, frame_skip=env_cfg.frame_skip,
+                                          screen_size=env_cfg.screen_size, grayscale_obs=True)
+    return gym.wrappers.FrameStackObservation(env, env_cfg.frame_stack, padding_type="zero")
+
+
+def make_video_env(env_cfg: DictConfig, video_folder: str) -> gym.vector.VectorEnv:
+    """One evaluation game, recorded: the evaluation wrappers of make_vector_env over a Python-wrapped game
+    (ale-py's vector env returns no screens to record)."""
+    ale_game(env_cfg.id)
+    envs = SyncVectorEnv([lambda: python_single_env(env_cfg, video_folder)], autoreset_mode=AutoresetMode.SAME_STEP)
+    actions = envs.envs[0].unwrapped.get_action_meanings()
+    return game_wrappers(envs, env_cfg, actions.index("FIRE") if "FIRE" in actions else None, training=False)
+
+
+def game_wrappers(envs: gym.vector.VectorEnv, env_cfg: DictConfig, fire_action: int | None,
+                  training: bool) -> gym.vector.VectorEnv:
+    if env_cfg.fire_on_life_loss and fire_action is not None:
+        envs = FireAfterLifeLoss(envs, fire_action)
+    return TrainingSignal(FullGameStatistics(envs), life_loss=training and env_cfg.episodic_life,
+                          clip=training and env_cfg.clip_rewards)
+
+
 def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.vector.VectorEnv:
     """Same-step autoreset: a finished game's last observation is in info['final_obs']. With `training=False`
     (evaluation) the episodes are whole games with raw rewards."""
@@ -167,8 +215,6 @@ def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.v
         repeat_action_probability=env_cfg.repeat_action_probability,
         max_num_frames_per_episode=env_cfg.max_episode_frames,
     )
+    action_set = list(envs.ale.get_action_set())
     fire = ale_py.Action.FIRE
-    if env_cfg.fire_on_life_loss and fire in envs.ale.get_action_set():
-        envs = FireAfterLifeLoss(envs, list(envs.ale.get_action_set()).index(fire))
-    return TrainingSignal(FullGameStatistics(envs), life_loss=training and env_cfg.episodic_life,
-                          clip=training and env_cfg.clip_rewards)
+    return game_wrappers(envs, env_cfg, action_set.index(fire) if fire in action_set else None, training)

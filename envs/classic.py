@@ -28,9 +28,14 @@ def check_env_id(env_id: str) -> None:
         raise ConfigError(f"env.id={env_id!r} is not a registered Gymnasium environment; {hint}")
 
 
-def make_single_env(env_id: str) -> gym.Env:
-    # RecordEpisodeStatistics sits innermost, so the logged return is the raw one.
-    env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, disable_env_checker=True))
+def make_single_env(env_id: str, video_folder: str | None = None) -> gym.Env:
+    """With `video_folder`, the first episode is recorded as MP4 there."""
+    env = gym.make(env_id, disable_env_checker=True, render_mode="rgb_array" if video_folder else None)
+    if video_folder:
+        env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda episode: episode == 0,
+                                       name_prefix="eval")
+    # RecordEpisodeStatistics sits inside any reward wrapper, so the logged return is the raw one.
+    env = gym.wrappers.RecordEpisodeStatistics(env)
     if isinstance(env.action_space, gym.spaces.Box):
         env = gym.wrappers.ClipAction(env)  # the Gaussian's sample is stored unclipped; the env sees it clipped
     return env
@@ -42,3 +47,8 @@ def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.v
     check_env_id(env_cfg.id)
     return SyncVectorEnv([lambda: make_single_env(env_cfg.id) for _ in range(num_envs)],
                          autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def make_video_env(env_cfg: DictConfig, video_folder: str) -> gym.vector.VectorEnv:
+    check_env_id(env_cfg.id)
+    return SyncVectorEnv([lambda: make_single_env(env_cfg.id, video_folder)], autoreset_mode=AutoresetMode.SAME_STEP)

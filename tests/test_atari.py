@@ -5,7 +5,6 @@ import json
 import logging
 import re
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -14,7 +13,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from algos import a2c, ppo_clip
 from algos.common import ConfigError
 from envs import make_vector_env
-from envs.atari import ale_game
+from envs.atari import ale_game, python_single_env
 from tests.conftest import compose_config
 
 
@@ -29,27 +28,14 @@ def play(envs, steps: int, seed: int = 0):
         yield envs.step(rng.integers(0, envs.single_action_space.n, envs.num_envs))
 
 
-class FireOnReset(gym.Wrapper):
-    """FIRE for one frame after a reset, as ale-py's use_fire_reset does (Breakout waits for it)."""
-
-    def reset(self, **kwargs):
-        self.env.reset(**kwargs)
-        obs, _, _, _, info = self.env.step(1)
-        return obs, info
-
-
-def python_wrappers(env_id: str) -> gym.Env:
-    env = FireOnReset(gym.make(env_id, frameskip=1, repeat_action_probability=0.0))
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=4, screen_size=84, grayscale_obs=True)
-    return gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
-
-
 def test_vector_env_matches_gymnasium_python_wrappers():
     """Same actions, same observations (every step, final ones included), rewards and terminations as
-    AtariPreprocessing + FrameStackObservation; no-ops are off, their random counts come from different RNGs."""
-    pytest.importorskip("cv2", reason="AtariPreprocessing needs opencv (the bench extra installs it)")
-    ours = make_vector_env(atari_env_cfg("env.noop_max=0", "env.fire_on_life_loss=false"), 2, training=False)
-    theirs = SyncVectorEnv([lambda: python_wrappers("ALE/Breakout-v5") for _ in range(2)],
+    AtariPreprocessing + FrameStackObservation (the stack capture_video records through); no-ops are off, their
+    random counts come from different RNGs."""
+    pytest.importorskip("cv2", reason="AtariPreprocessing needs opencv (the bench and video extras install it)")
+    env_cfg = atari_env_cfg("env.noop_max=0", "env.fire_on_life_loss=false")
+    ours = make_vector_env(env_cfg, 2, training=False)
+    theirs = SyncVectorEnv([lambda: python_single_env(env_cfg) for _ in range(2)],
                            autoreset_mode=AutoresetMode.SAME_STEP)
     obs_ours, _ = ours.reset(seed=5)
     obs_theirs, _ = theirs.reset(seed=5)
