@@ -20,7 +20,6 @@ import torch
 from omegaconf import DictConfig
 from torch.distributions import kl_divergence
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from algos import common
 
@@ -52,6 +51,18 @@ class Hyperparameters:
 
 def flat_grad(output: torch.Tensor, params: list[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(output, params, create_graph=create_graph)])
+
+
+# torch's parameters_to_vector and vector_to_parameters view each parameter as flat, which fails for the
+# channels-last convolution weights of the Nature CNN; reshape and copy_ keep any memory layout.
+def flat_params(params: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+@torch.no_grad()
+def set_flat_params(x: torch.Tensor, params: list[torch.Tensor]) -> None:
+    for p, chunk in zip(params, x.split([p.numel() for p in params])):
+        p.copy_(chunk.view_as(p))
 
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
@@ -109,7 +120,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             return (ratio * adv).mean(), kl_divergence(old_dist, dist).mean()
 
         def surrogate_and_kl(x: torch.Tensor) -> tuple[float, float]:
-            vector_to_parameters(x, policy_params)
+            set_flat_params(x, policy_params)
             with torch.no_grad():
                 surrogate, kl = surrogate_and_kl_at_current()
             return surrogate.item(), kl.item()
@@ -126,7 +137,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         g = flat_grad(surrogate, policy_params)
         direction = conjugate_gradient(fisher_vector_product, g, hp.cg_iters)
         full_step = torch.sqrt(2 * hp.max_kl / (direction @ fisher_vector_product(direction))) * direction
-        x0 = parameters_to_vector(policy_params).detach()
+        x0 = flat_params(policy_params)
         x, steps = backtracking_line_search(surrogate_and_kl, x0, full_step, hp.max_kl, hp.backtrack_coef,
                                             hp.backtrack_iters)
         new_surrogate, kl = surrogate_and_kl(x)  # also leaves the policy at the accepted parameters

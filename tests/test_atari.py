@@ -1,6 +1,7 @@
 """Atari (envs/atari.py): ale-py's vector env against gymnasium's Python wrappers, the preprocessing contract, short
 PPO runs through the algorithm file, exact repeats and bad input."""
 
+import importlib
 import json
 import logging
 import re
@@ -143,6 +144,14 @@ def test_a2c_preset_runs_on_pong(tmp_path):
                          "env.max_episode_frames=400", f"run_root={tmp_path}")
     assert (cfg.env.num_envs, cfg.algo.num_steps, cfg.algo.vf_coef, cfg.algo.ent_coef) == (16, 5, 0.25, 0.01)
     assert a2c.train(cfg, tmp_path)["total_env_steps"] == 160
+
+
+@pytest.mark.parametrize("algo", ["trpo", "pg", "ppo_penalty"])
+def test_the_algorithms_without_atari_presets_run_on_breakout(algo, tmp_path):
+    cfg = compose_config(f"algo={algo}", "env=breakout", "env.num_envs=2", "algo.num_steps=32",
+                         "total_timesteps=128", "eval_episodes=1", "env.max_episode_frames=400")
+    summary = importlib.import_module(f"algos.{algo}").train(cfg, tmp_path)
+    assert summary["total_env_steps"] == 128 and summary["eval"]["episodes"] == 1
 
 
 @pytest.mark.parametrize("env_id, message", [
