@@ -30,7 +30,7 @@ def check_env_id(env_id: str) -> None:
 
 def make_single_env(env_id: str, video_folder: str | None = None) -> gym.Env:
     """With `video_folder`, the first episode is recorded as MP4 there."""
-    env = gym.make(env_id, disable_env_checker=True, render_mode="rgb_array" if video_folder else None)
+    env = gym.make(env_id, disable_env_checker=True, **({"render_mode": "rgb_array"} if video_folder else {}))
     if video_folder:
         env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda episode: episode == 0,
                                        name_prefix="eval")
