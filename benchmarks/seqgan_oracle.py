@@ -40,7 +40,7 @@ VARIANTS = {"seqgan": ["algo.generator_update=pg", "algo.baseline=false"],  # th
             "pg_baseline": ["algo.generator_update=pg", "algo.baseline=true"],
             "ppo": ["algo.generator_update=ppo", "algo.baseline=false"],  # PPO-clip on the paper's rewards
             "ppo_baseline": ["algo.generator_update=ppo", "algo.baseline=true"]}
-TEMPERATURES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+TEMPERATURES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 PAPER = {"random": 10.310, "MLE": 9.038, "SS": 8.985, "PG-BLEU": 8.946, "SeqGAN": 8.736}
 
 
@@ -54,7 +54,9 @@ def temperature_frontier(pre_dir: Path) -> list[dict]:
     """The pre-trained (MLE) generator's metrics at each of TEMPERATURES, cached in the run folder."""
     cached = pre_dir / "temperature_frontier.json"
     if cached.exists():
-        return json.loads(cached.read_text())
+        rows = json.loads(cached.read_text())
+        if [row["temperature"] for row in rows] == list(TEMPERATURES):
+            return rows
     cfg = OmegaConf.load(pre_dir / "config.yaml")
     task = make_sequence_task(cfg.env)
     generator = seqgan.make_generator(task, common.check_settings(seqgan.Hyperparameters, cfg.algo, "algo."))
@@ -177,9 +179,10 @@ def plot_curves(results: dict[int, dict[str, dict]], variants: list[str], algo, 
 def plot_frontier(results: dict[int, dict[str, dict]], frontiers: dict[int, list[dict]], variants: list[str],
                   out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    tempered = f"MLE at temperatures {TEMPERATURES[0]} ... {TEMPERATURES[-1]}"
     for seed, frontier in frontiers.items():
         ax.plot([r["distinct_2"] for r in frontier], [r["nll_oracle"] for r in frontier], "k.-", alpha=0.5,
-                label="MLE at temperatures 1.0 ... 0.7" if seed == next(iter(frontiers)) else None)
+                label=tempered if seed == next(iter(frontiers)) else None)
     for i, name in enumerate(variants):
         for seed, runs in results.items():
             points = [(h["distinct_2"], h["nll_oracle"]) for h in runs[name]["history"] if h["phase"] == "adversarial"]
