@@ -39,6 +39,18 @@ def test_oracle_samples_score_near_its_entropy_rate_and_far_below_random_tokens(
     assert nll_random > nll_own + 5  # README: 11.42 for uniformly random tokens
 
 
+def test_a_lower_temperature_trades_diversity_for_nll_oracle(oracle):
+    """generate(..., temperature=T) divides the logits by T: the oracle's own samples score lower under it as T
+    falls, and repeat themselves more (the frontier benchmarks/seqgan_oracle.py compares SeqGAN with)."""
+    scores = []
+    for temperature in (1.0, 0.7):
+        torch.manual_seed(0)
+        samples = generate(oracle, 1000, 20, temperature=temperature)
+        scores.append((token_nll(oracle, samples).mean().item(), distinct_n(samples.tolist(), 2)))
+    (nll_warm, distinct_warm), (nll_cool, distinct_cool) = scores
+    assert nll_cool < nll_warm - 0.5 and distinct_cool < distinct_warm
+
+
 def test_oracle_matches_the_shipped_real_data_figure(oracle):
     rows = (REPO.parent / "shared/data/seqgan-oracle/from-fork-104ki/real_data.txt").read_text().split("\n")
     real = torch.tensor([[int(t) for t in row.split()] for row in rows if row])
