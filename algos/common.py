@@ -702,8 +702,11 @@ class RunFolder:
         return bool(StopSignal.received) or \
             time.perf_counter() - self.last_checkpoint_time >= self.cfg.checkpoint_interval_s
 
-    def write_checkpoint(self, state: dict) -> None:
+    def write_checkpoint(self, meta: dict, state: dict) -> None:
+        """The checkpoint: `state`, and `meta` beside the algo, env and wall-clock that `load` checks."""
         self.writer.flush()  # events up to this checkpoint are on disk before it is
+        state = {"meta": {"algo": self.algo, "env": self.cfg.env.id, "wall_clock_s": self.wall_clock(), **meta},
+                 **state}
         atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
         self.last_checkpoint_time = time.perf_counter()
 
@@ -762,9 +765,7 @@ class Run(RunFolder):
         return next_update, checkpoint["algo_state"]
 
     def save_checkpoint(self, next_update: int, algo_state: dict) -> None:
-        self.write_checkpoint({
-            "meta": {"algo": self.algo, "env": self.cfg.env.id, "global_step": self.rollout.global_step,
-                     "next_update": next_update, "wall_clock_s": self.wall_clock()},
+        self.write_checkpoint({"global_step": self.rollout.global_step, "next_update": next_update}, {
             "agent": self.agent.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "algo_state": algo_state, "rollout": self.rollout.state_dict(), "torch_rng": torch.get_rng_state(),

@@ -312,9 +312,7 @@ class SeqGANRun(common.RunFolder):
         self.stop_if_signalled("unit", next_unit, total_units)
 
     def save(self, next_unit: int) -> None:
-        self.write_checkpoint({
-            "meta": {"algo": "seqgan", "env": self.cfg.env.id, "next_unit": next_unit,
-                     "wall_clock_s": self.wall_clock()},
+        self.write_checkpoint({"next_unit": next_unit}, {
             "modules": {name: m.state_dict() for name, m in self.modules.items()},
             "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
             "torch_rng": torch.get_rng_state(), "history": self.history})
