@@ -40,6 +40,7 @@ from benchmarks import stats
 ORDER = ["pg", "a2c", "sb3_a2c", "trpo", "sb3_trpo", "ppo_penalty", "ppo_clip", "sb3_ppo"]  # peers beside ours
 IDENTITY_KEYS = {"algo", "env", "seed", "seeds"}  # overrides that name the run rather than vary its settings
 WINDOW = 10  # training episodes averaged for the curves and for steps-to-threshold
+END_WINDOW = 100  # training episodes averaged for the score at the end of training, as published curves report
 RANDOM_EPISODES = 100
 RETURN_TAG, EVAL_TAG = "charts/episodic_return", "eval/mean_return"
 SUMMARY_KEYS = {"algo", "env", "total_env_steps", "wall_clock_s", "steps_per_second", "eval"}
@@ -245,6 +246,8 @@ def env_row(label: str, runs: list[Run], threshold: float | None) -> dict:
     row.update({"env_steps": np.mean([r.summary["total_env_steps"] for r in done]),
                 "final_return_mean": finals.mean(), "ci_low": low, "ci_high": high})
     with_curves = [r for r in done if r.episodes is not None]
+    if with_curves:
+        row["end_training_return_mean"] = np.mean([r.episodes[1][-END_WINDOW:].mean() for r in with_curves])
     if threshold is not None and with_curves:
         hits = np.array([steps_to_threshold(*r.episodes, threshold) for r in with_curves])
         row.update({"steps_to_threshold_median": float(np.median(hits)),
@@ -272,13 +275,15 @@ def env_markdown(env_id: str, rows: list[dict], threshold: float | None, image: 
                 f"mean of the last {WINDOW} training episodes reaches it, median over seeds (runs that never reach "
                 f"it count as never); reached: seeds that did. " if threshold is not None else
                 "No registered reward threshold, so no steps-to-threshold. ")
+             + f"End of training: mean over seeds of each run's last {END_WINDOW} training episodes (the return the "
+               "environment logs, e.g. Atari's raw whole-game score), the figure published learning curves end on. "
              + "Wall time and SPS: training, mean over seeds. Failed: runs without summary.json (listed below).", "",
-             f"| algorithm | runs | failed | env steps | final return | 95% CI | {target} | reached | wall time (s) "
-             f"| SPS |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| algorithm | runs | failed | env steps | final return | 95% CI | end of training | {target} | reached "
+             f"| wall time (s) | SPS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = f"[{fmt(r.get('ci_low'), '.1f')}, {fmt(r.get('ci_high'), '.1f')}]" if r.get("runs", 0) > 1 else ""
         lines.append(f"| {r['algorithm']} | {r['runs']} | {r['failed']} | {fmt(r.get('env_steps'), ',.0f')} | "
-                     f"{fmt(r.get('final_return_mean'), '.1f')} | {ci} | "
+                     f"{fmt(r.get('final_return_mean'), '.1f')} | {ci} | {fmt(r.get('end_training_return_mean'), '.1f')} | "
                      f"{fmt(r.get('steps_to_threshold_median'), ',.0f')} | {r.get('reached', '')} | "
                      f"{fmt(r.get('wall_time_s'), '.1f')} | {fmt(r.get('steps_per_second'), ',.0f')} |")
     if image:

@@ -106,6 +106,7 @@ def test_known_runs_give_known_table_aggregate_and_curves(tmp_path):
     assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx(
         stats.stratified_bootstrap_ci([np.array(finals["CartPole-v1"])], stats.mean))
     assert float(row["steps_to_threshold_median"]) == 35_000 and row["reached"] == "3/3"  # 30k, 35k, 40k
+    assert float(row["end_training_return_mean"]) == pytest.approx(250.0)  # all 40 episodes: 300, 250, 200
     assert float(row["wall_time_s"]) == pytest.approx(11.0)
 
     normalised = np.concatenate([(np.array(v) - report.random_policy_return(e)) /
