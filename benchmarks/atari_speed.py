@@ -3,13 +3,14 @@ our time goes (emulator, network forward in rollouts, update).
 
 Both use CleanRL's ppo_atari settings (conf/tuned/ppo_clip_atari.yaml): 8 envs x 128 steps, 4 epochs of 4
 minibatches (256 samples), Adam lr 2.5e-4 annealed linearly (eps 1e-5), clip 0.1 on the policy and the value,
-entropy 0.01, value coefficient 0.5, gamma 0.99, lambda 0.95, gradient norm 0.5, the Nature CNN, one torch
-thread. Ours steps ale-py's AtariVectorEnv (envs/atari.py); SB3 steps its AtariWrapper stack on
-BreakoutNoFrameskip-v4 in a DummyVecEnv with VecFrameStack(4), as rl-baselines3-zoo does. Each job is its own
-process, the libraries alternate order from round to round, and neither evaluates at the end: this measures
-training throughput only (environment steps / training wall time, set-up excluded).
+entropy 0.01, value coefficient 0.5, gamma 0.99, lambda 0.95, gradient norm 0.5, the Nature CNN, the same number
+of torch threads (`--threads`, default one). Ours steps ale-py's AtariVectorEnv (envs/atari.py); SB3 steps its
+AtariWrapper stack on BreakoutNoFrameskip-v4 in a DummyVecEnv with VecFrameStack(4), as rl-baselines3-zoo does.
+Each job is its own process, the libraries alternate order from round to round, and neither evaluates at the
+end: this measures training throughput only (environment steps / training wall time, set-up excluded).
 
     python -m benchmarks.atari_speed --steps 50000 --rounds 1
+    python -m benchmarks.atari_speed --steps 25000 --rounds 2 --threads 2 --out atari_speed_2_threads.md
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Stopwatch:
         return timed
 
 
-def run_ours(seed: int, steps: int) -> dict:
+def run_ours(seed: int, steps: int, threads: int) -> dict:
     import tempfile
 
     from hydra import compose, initialize_config_dir
@@ -70,7 +71,8 @@ def run_ours(seed: int, steps: int) -> dict:
     common.evaluate_policy = lambda agent, env_cfg, episodes, seed: np.zeros(episodes)  # speed only: no evaluation
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["algo=ppo_clip", "env=breakout", f"seed={seed}",
-                                                       f"total_timesteps={steps}", "checkpoint_interval_s=1e9"])
+                                                       f"total_timesteps={steps}", "checkpoint_interval_s=1e9",
+                                                       f"torch_threads={threads}"])
     summary = ppo_clip.train(cfg, Path(tempfile.mkdtemp(prefix="bench-atari-ours-")))
     wall, s = summary["wall_clock_s"], watch.seconds
     shares = {"emulator": s["emulator"] / wall, "forward": s["forward"] / wall,
@@ -79,7 +81,7 @@ def run_ours(seed: int, steps: int) -> dict:
     return {"steps": summary["total_env_steps"], "wall_s": wall, "shares": shares}
 
 
-def run_sb3(seed: int, steps: int) -> dict:
+def run_sb3(seed: int, steps: int, threads: int) -> dict:
     import ale_py
     import gymnasium as gym
     import torch
@@ -89,7 +91,7 @@ def run_sb3(seed: int, steps: int) -> dict:
     from stable_baselines3.common.vec_env import VecFrameStack
 
     gym.register_envs(ale_py)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=8, seed=seed), n_stack=4)
     model = PPO("CnnPolicy", env, n_steps=128, batch_size=256, n_epochs=4, learning_rate=LinearSchedule(2.5e-4, 0.0, 1.0),
                 clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99,
@@ -99,10 +101,10 @@ def run_sb3(seed: int, steps: int) -> dict:
     return {"steps": int(model.num_timesteps), "wall_s": time.perf_counter() - start}
 
 
-def job(lib: str, seed: int, steps: int) -> dict:
+def job(lib: str, seed: int, steps: int, threads: int) -> dict:
     """One job in a fresh process, so neither library warms the other's caches or threads."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.atari_speed", "--job", lib, "--seed", str(seed),
-                          "--steps", str(steps)], capture_output=True, text=True, cwd=ROOT)
+                          "--steps", str(steps), "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"the {lib} job failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -113,16 +115,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=1, help="pairs of jobs; the order alternates")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each library")
+    parser.add_argument("--out", default="atari_speed.md", help="file name under results/")
     parser.add_argument("--job", choices=["ours", "sb3"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        print(json.dumps((run_ours if args.job == "ours" else run_sb3)(args.seed, args.steps)))
+        print(json.dumps((run_ours if args.job == "ours" else run_sb3)(args.seed, args.steps, args.threads)))
         return
 
     rows, load_before = [], os.getloadavg()
     for i in range(args.rounds):
         for lib in (["ours", "sb3"] if i % 2 == 0 else ["sb3", "ours"]):
-            result = {"lib": lib, "round": i, **job(lib, args.seed, args.steps)}
+            result = {"lib": lib, "round": i, **job(lib, args.seed, args.steps, args.threads)}
             result["sps"] = result["steps"] / result["wall_s"]
             rows.append(result)
             print(f"{lib:5s} round {i}: {result['sps']:.1f} steps/s ({result['wall_s']:.1f} s)", flush=True)
@@ -137,11 +141,13 @@ def write_results(rows: list[dict], args, load_before, load_after) -> None:
     sb3 = [r for r in rows if r["lib"] == "sb3"]
     sps = lambda rs: f"{np.mean([r['sps'] for r in rs]):.1f}"
     shares = {k: np.mean([r["shares"][k] for r in ours]) for k in ours[0]["shares"]}
-    command = f"python -m benchmarks.atari_speed --steps {args.steps} --rounds {args.rounds} --seed {args.seed}"
+    command = (f"python -m benchmarks.atari_speed --steps {args.steps} --rounds {args.rounds} --seed {args.seed} "
+               f"--threads {args.threads} --out {args.out}")
     lines = [
-        "# PPO-clip vs Stable-Baselines3 PPO on Breakout: training throughput, one torch thread each", "",
+        f"# PPO-clip vs Stable-Baselines3 PPO on Breakout: training throughput, {args.threads} torch thread(s) each",
+        "",
         f"Command: `{command}`  ",
-        f"Machine: {os.cpu_count()} cores ({platform.machine()}), shared with other jobs: load average "
+        f"Machine: {os.cpu_count()} cores ({platform.machine()}), 1-minute load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; torch {torch.__version__}, "
         f"SB3 {stable_baselines3.__version__}; {args.steps} environment steps per job, CleanRL ppo_atari settings; "
         f"steps/s = environment steps / training wall time (set-up and evaluation excluded).", "",
@@ -158,7 +164,7 @@ def write_results(rows: list[dict], args, load_before, load_after) -> None:
         *[f"| {r['lib']} | {r['round']} | {r['steps']} | {r['wall_s']:.1f} | {r['sps']:.1f} |" for r in rows],
     ]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "atari_speed.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
