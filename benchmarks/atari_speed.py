@@ -104,7 +104,8 @@ def run_sb3(seed: int, steps: int, threads: int) -> dict:
 def job(lib: str, seed: int, steps: int, threads: int) -> dict:
     """One job in a fresh process, so neither library warms the other's caches or threads."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.atari_speed", "--job", lib, "--seed", str(seed),
-                          "--steps", str(steps), "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT)
+                          "--steps", str(steps), "--threads", str(threads)],
+                         capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"the {lib} job failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -283,7 +283,8 @@ def env_markdown(env_id: str, rows: list[dict], threshold: float | None, image: 
     for r in rows:
         ci = f"[{fmt(r.get('ci_low'), '.1f')}, {fmt(r.get('ci_high'), '.1f')}]" if r.get("runs", 0) > 1 else ""
         lines.append(f"| {r['algorithm']} | {r['runs']} | {r['failed']} | {fmt(r.get('env_steps'), ',.0f')} | "
-                     f"{fmt(r.get('final_return_mean'), '.1f')} | {ci} | {fmt(r.get('end_training_return_mean'), '.1f')} | "
+                     f"{fmt(r.get('final_return_mean'), '.1f')} | {ci} | "
+                     f"{fmt(r.get('end_training_return_mean'), '.1f')} | "
                      f"{fmt(r.get('steps_to_threshold_median'), ',.0f')} | {r.get('reached', '')} | "
                      f"{fmt(r.get('wall_time_s'), '.1f')} | {fmt(r.get('steps_per_second'), ',.0f')} |")
     if image:
