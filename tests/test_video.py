@@ -36,7 +36,8 @@ def test_a_run_with_capture_video_leaves_an_mp4_of_one_evaluation_episode(compos
 def test_an_atari_video_holds_every_emulator_frame_of_one_whole_game(compose_cfg, tmp_path):
     pytest.importorskip("cv2", reason="the recorded game runs through AtariPreprocessing, which needs opencv")
     cfg = compose_cfg("env=atari", "env.noop_max=0", "capture_video=true")
-    envs = make_video_env(cfg.env, str(tmp_path / "videos"))
+    folder = tmp_path / "videos"  # fresh, so RecordVideo has nothing to overwrite
+    envs = make_video_env(cfg.env, str(folder))
     agent = common.make_agent(envs.single_observation_space, envs.single_action_space, cfg.net)
     obs, _ = envs.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -53,7 +54,7 @@ def test_an_atari_video_holds_every_emulator_frame_of_one_whole_game(compose_cfg
     # reset frame + FIRE at the game's start + frame_skip frames per agent step, but the last step's frame skip
     # stops at the game's end; - up to DROPPED
     skip = cfg.env.frame_skip
-    assert 2 + skip * (steps - 1) - DROPPED < video_frames(tmp_path / "videos" / "eval-episode-0.mp4") <= 2 + skip * steps
+    assert 2 + skip * (steps - 1) - DROPPED < video_frames(folder / "eval-episode-0.mp4") <= 2 + skip * steps
 
 
 def test_capture_video_on_an_env_without_frames_is_refused_before_training(compose_cfg):
