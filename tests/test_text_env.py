@@ -173,10 +173,12 @@ def test_a_reward_function_that_raises_or_returns_nan_stops_with_a_clear_error(r
         envs.step(np.array([5, 6]))
 
 
-def test_missing_model_folder_and_unknown_task_are_clear_errors(tmp_path):
+def test_missing_model_folder_and_unknown_task_are_clear_errors(tiny_lm, tmp_path):
+    terse = "env.task=examples/terse_task.py:make_task"
     for args, message in [(["env.task=nonexistent"], "env.task='nonexistent' is not a registered task"),
-                          (["env.task=examples/terse_task.py:make_task", f"env.policy_model={tmp_path}/nope"],
-                           f"there is no folder {tmp_path}/nope")]:
+                          ([terse, f"env.policy_model={tmp_path}/nope"], f"there is no folder {tmp_path}/nope"),
+                          ([terse, f"env.policy_model={tiny_lm}", "env.value_model=reward_model"],
+                           "task 'terse' has no learned reward model")]:
         out = subprocess.run([sys.executable, "-m", "algos", "env=text", *args, f"hydra.run.dir={tmp_path}/run"],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
         assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
@@ -225,13 +227,30 @@ def test_any_prompt_and_actions_keep_the_env_in_its_spaces(prompt, actions, lm_a
             steps = 0
 
 
-def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(tiny_lm, lm_and_tokenizer):
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_lm, tmp_path_factory) -> Path:
+    """A one-label sequence classifier on the tiny LM's tokenizer (a stand-in reward model), head seeded."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("tiny-classifier")
+    AutoModelForSequenceClassification.from_pretrained(tiny_lm, num_labels=1).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("separate_critic", [False, True])
+def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(separate_critic, tiny_lm, tiny_classifier,
+                                                                         lm_and_tokenizer):
     """Rows of different prompt lengths, restarting at different steps, through the cache; every step's
-    log-probability and value must equal a fresh forward over the same observation."""
+    log-probability and value (from the policy's head, or from a critic with its own cache) must equal a fresh
+    forward over the same observation."""
     _, tokenizer = lm_and_tokenizer
-    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer))
-    with torch.no_grad():
-        agent.value_head.weight.normal_()
+    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer),
+                                      value_model=str(tiny_classifier) if separate_critic else None)
+    if not separate_critic:
+        with torch.no_grad():
+            agent.value_head.weight.normal_()
     task = TextTask(name="t", prompts=PROMPTS + [""], reward=lambda p, c: 0.0)
     envs = TokenVectorEnv(task, tokenizer, num_envs=6, max_prompt_tokens=8, max_new_tokens=4)
     obs, _ = envs.reset(seed=0)
@@ -246,14 +265,37 @@ def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(tiny_lm
     assert agent.decoder.mask.shape[1] <= 8 + 4  # finished episodes' columns are dropped
 
 
-def test_evaluation_reports_the_policy_beside_best_of_n(tiny_lm, compose_cfg, tmp_path):
+def test_a_critic_initialised_from_a_reward_model_starts_at_its_score(tiny_lm, tiny_classifier, lm_and_tokenizer):
+    """InstructGPT's value initialisation: on whole sequences the critic's value is the classifier's score."""
+    from envs.text.loading import load_reward_model
+
+    _, tokenizer = lm_and_tokenizer
+    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer), value_model=str(tiny_classifier))
+    classifier, _ = load_reward_model(tiny_classifier)
+    batch = tokenizer(["the movie was great fun", "a dull film"], padding=True, return_tensors="pt")
+    ids = batch.input_ids.masked_fill(batch.attention_mask == 0, PAD)
+    with torch.no_grad():
+        scores = classifier(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long()).logits[:, 0]
+        torch.testing.assert_close(agent.value(ids), scores, rtol=1e-5, atol=1e-5)
+    assert agent.value_head is None
+    assert {id(p) for p in agent.critic_parameters()}.isdisjoint(id(p) for p in agent.actor_parameters())
+
+
+def test_a_value_model_that_is_not_a_one_label_classifier_is_a_clear_error(tiny_lm, lm_and_tokenizer):
+    _, tokenizer = lm_and_tokenizer
+    with pytest.raises(ConfigError, match="one label"):
+        TextAgent.from_pretrained(str(tiny_lm), len(tokenizer), value_model=str(tiny_lm))  # a causal LM
+
+
+def test_evaluation_reports_the_policy_beside_best_of_n(tiny_lm, tiny_classifier, compose_cfg, tmp_path):
+    """Trained with a separate critic, whose weights the evaluation must leave aside."""
     import math
 
     from envs.text.evaluate import distinct_n, evaluate_run
     from tests.test_learning import train
 
     train(compose_cfg("algo=ppo_clip", "env=text", "env.task=examples/terse_task.py:make_task",
-                      f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4",
+                      f"env.policy_model={tiny_lm}", f"env.value_model={tiny_classifier}", "env.num_envs=4", "env.max_new_tokens=4",
                       "env.max_prompt_tokens=8", "algo.num_steps=16", "total_timesteps=64", "eval_episodes=2"),
           tmp_path)
     text = evaluate_run(tmp_path, num_prompts=8, best_of=[1, 4], seed=0)

@@ -53,8 +53,8 @@ class IncrementalDecoder:
         self.cache, self.mask, self.obs, self.lengths = None, None, None, None
 
     @torch.no_grad()
-    def step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(next-token logits, last hidden state) at each row's last token."""
+    def step(self, obs: torch.Tensor):
+        """The model's output for each row's newest token (`.logits` of a causal LM, `.hidden_states`)."""
         lengths = (obs != PAD).sum(1)
         new_rows = self._new_rows(obs, lengths)
         if new_rows.any():
@@ -65,7 +65,7 @@ class IncrementalDecoder:
                       output_hidden_states=True)
         self.cache, self.mask, self.obs, self.lengths = out.past_key_values, mask, obs.clone(), lengths
         self._drop_empty_columns()
-        return out.logits[:, -1], out.hidden_states[-1][:, -1]
+        return out
 
     def _new_rows(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.cache is None or self.obs.shape != obs.shape:
@@ -120,27 +120,62 @@ class IncrementalDecoder:
                 layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
 
 
+class SequenceCritic(nn.Module):
+    """V(s) = a sequence classifier's scalar head on its own transformer's last hidden state at the observation's
+    last token: a value network apart from the policy, initialised from the reward model (InstructGPT, Ouyang et
+    al. 2022, section 3.5), so that from the first update it predicts the score the episode will end with. It
+    reads the policy's token ids, so it must share the policy's tokenizer, and it keeps its own KV cache."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        require(classifier.config.num_labels == 1 and isinstance(getattr(classifier, "score", None), nn.Linear),
+                f"env.value_model must be a sequence classifier with one label and a linear `score` head (GPT-2 or "
+                f"Llama style, like the project's reward model); {type(classifier).__name__} with "
+                f"{classifier.config.num_labels} labels is not; set env.value_model=null for a value head on the policy")
+        self.body, self.head = classifier.base_model, classifier.score
+        self.decoder = IncrementalDecoder(self.body)
+
+    @torch.no_grad()
+    def rollout_values(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decoder.step(obs).hidden_states[-1][:, -1]).float().squeeze(-1)
+
+    def values(self, ids: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Values of the samples at positions `at` of the (right-padded) sequences `ids`, in one forward."""
+        hidden = self.body(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long()).last_hidden_state
+        return self.head(hidden[at]).float().squeeze(-1)
+
+
 class TextAgent(nn.Module):
     """Policy = the LM's next-token distribution over the action space; value = a linear head on the LM's
-    last hidden state at the observation's last token (a value head on the policy trunk, as in Ziegler et al.)."""
+    last hidden state at the observation's last token (a value head on the policy trunk, as in Ziegler et al.),
+    or a separate `SequenceCritic` when one is given."""
 
-    def __init__(self, lm: nn.Module, n_actions: int, tokenizer=None, pretraining_texts: list[str] | None = None):
+    def __init__(self, lm: nn.Module, n_actions: int, tokenizer=None, pretraining_texts: list[str] | None = None,
+                 critic: SequenceCritic | None = None):
         super().__init__()
         require(lm.config.vocab_size >= n_actions, f"the policy model's vocabulary ({lm.config.vocab_size}) is "
                 f"smaller than its tokenizer's ({n_actions}); use the tokenizer saved with the model")
         self.lm, self.n_actions, self.obs_normalizer = lm, n_actions, None
         self.tokenizer, self.pretraining_texts = tokenizer, pretraining_texts or []
-        self.value_head = layer_init(nn.Linear(lm.config.hidden_size, 1), std=0.01)
+        self.critic = critic
+        self.value_head = layer_init(nn.Linear(lm.config.hidden_size, 1), std=0.01) if critic is None else None
         self.decoder = IncrementalDecoder(lm)
         self.lm.eval()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, n_actions: int, pretraining_texts: list[str] | None = None
-                        ) -> "TextAgent":
-        from envs.text.loading import load_causal_lm
+    def from_pretrained(cls, name_or_path: str, n_actions: int, pretraining_texts: list[str] | None = None,
+                        value_model: str | None = None) -> "TextAgent":
+        """`value_model`: a sequence classifier's name or folder to initialise a separate critic from (None: a
+        value head on the policy)."""
+        from envs.text.loading import load_causal_lm, load_reward_model, require_same_vocabulary
 
         lm, tokenizer = load_causal_lm(name_or_path)
-        return cls(lm, n_actions, tokenizer, pretraining_texts)
+        critic = None
+        if value_model is not None:
+            classifier, critic_tokenizer = load_reward_model(value_model)
+            require_same_vocabulary(tokenizer, critic_tokenizer)
+            critic = SequenceCritic(classifier)
+        return cls(lm, n_actions, tokenizer, pretraining_texts, critic)
 
     @functools.cached_property
     def pretraining_ids(self) -> list[list[int]]:
@@ -167,6 +202,8 @@ class TextAgent(nn.Module):
         """Dropout stays off: rollouts and updates must see the same policy."""
         super().train(mode)
         self.lm.eval()
+        if self.critic is not None:
+            self.critic.body.eval()
         return self
 
     def _logp_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +212,11 @@ class TextAgent(nn.Module):
         out = self.lm(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long(), output_hidden_states=True)
         at = (torch.as_tensor(group), lengths - 1)
         logits = out.logits[at][:, : self.n_actions].float()
-        return torch.log_softmax(logits, -1), self.value_head(out.hidden_states[-1][at].float()).squeeze(-1)
+        if self.critic is None:
+            value = self.value_head(out.hidden_states[-1][at].float()).squeeze(-1)
+        else:
+            value = self.critic.values(ids, at)
+        return torch.log_softmax(logits, -1), value
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
         return Categorical(logits=self._logp_and_value(obs)[0])
@@ -187,14 +228,19 @@ class TextAgent(nn.Module):
         """A new batch of rollouts starts: the KV cache is rebuilt from the observations, so that a run resumed
         from a checkpoint computes exactly what the uninterrupted run computed."""
         self.decoder.reset()
+        if self.critic is not None:
+            self.critic.decoder.reset()
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rollouts: one token per row per call, through the KV cache."""
-        logits, hidden = self.decoder.step(obs)
-        logp = torch.log_softmax(logits[:, : self.n_actions].float(), -1)
+        """Rollouts: one token per row per call, through the KV cache (and the critic's own, if it has one)."""
+        out = self.decoder.step(obs)
+        logp = torch.log_softmax(out.logits[:, -1, : self.n_actions].float(), -1)
         action = CategoricalHead.sample(logp)
-        value = self.value_head(hidden.float()).squeeze(-1)
+        if self.critic is None:
+            value = self.value_head(out.hidden_states[-1][:, -1].float()).squeeze(-1)
+        else:
+            value = self.critic.rollout_values(obs)
         return action, CategoricalHead.log_prob_entropy(logp, action)[0], value
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -209,4 +255,4 @@ class TextAgent(nn.Module):
         return list(self.lm.parameters())
 
     def critic_parameters(self) -> list[nn.Parameter]:
-        return list(self.value_head.parameters())
+        return list((self.value_head if self.critic is None else self.critic).parameters())

@@ -29,19 +29,21 @@ PAD = -1  # observation positions not yet filled
 
 
 class TokenSequence(gym.spaces.Box):
-    """Token ids of prompt + response so far, right-padded with -1. Knows the model its agent is built on, and
-    the task's corpus, the agent's pre-training text for PPO-ptx."""
+    """Token ids of prompt + response so far, right-padded with -1. Knows the model its agent is built on, the
+    model its critic starts from (None: a value head on the policy), and the task's corpus, the agent's
+    pre-training text for PPO-ptx."""
 
     def __init__(self, max_len: int, vocab_size: int, policy_model: str | None = None,
-                 pretraining_texts: list[str] | None = None):
+                 pretraining_texts: list[str] | None = None, value_model: str | None = None):
         super().__init__(low=PAD, high=vocab_size - 1, shape=(max_len,), dtype=np.int64)
         self.vocab_size, self.policy_model, self.pretraining_texts = vocab_size, policy_model, pretraining_texts
+        self.value_model = value_model
 
     def build_agent(self, action_space: gym.Space):
         from envs.text.agent import TextAgent
 
         require(self.policy_model is not None, "this token space names no policy model; set env.policy_model")
-        return TextAgent.from_pretrained(self.policy_model, self.vocab_size, self.pretraining_texts)
+        return TextAgent.from_pretrained(self.policy_model, self.vocab_size, self.pretraining_texts, self.value_model)
 
 
 class TokenBatch:
@@ -155,11 +157,11 @@ class TokenVectorEnv(gym.vector.VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, task: TextTask, tokenizer, num_envs: int, max_prompt_tokens: int, max_new_tokens: int,
-                 reference=None, policy_model: str | None = None, gold=None):
+                 reference=None, policy_model: str | None = None, gold=None, value_model: str | None = None):
         self.num_envs, self.gold = num_envs, gold
         self.batch = TokenBatch(task, tokenizer, num_envs, max_prompt_tokens, max_new_tokens, reference)
         self.single_observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model,
-                                                      task.corpus)
+                                                      task.corpus, value_model)
         self.single_action_space = gym.spaces.Discrete(len(tokenizer))
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -229,6 +231,7 @@ class Settings:
     task: str  # a registered task name, or "path/to/file.py:factory" / "module:factory"
     policy_model: str | None  # causal LM name or folder; null: the task's default (e.g. the project's base LM)
     reference_model: str | None  # frozen reference for the KL term; null: the policy's initial weights
+    value_model: str | None  # sequence classifier the critic starts from, or "reward_model"; null: policy's head
     num_envs: int  # sequences generated together
     max_prompt_tokens: int
     max_new_tokens: int
@@ -260,7 +263,16 @@ def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> Token
             f"more than the model's context of {context} tokens; lower them")
     return TokenVectorEnv(task, tokenizer, num_envs, env_cfg.max_prompt_tokens, env_cfg.max_new_tokens,
                           reference=reference if training and env_cfg.kl_coef > 0 else None,
-                          policy_model=str(policy_model), gold=task.gold)
+                          policy_model=str(policy_model), gold=task.gold, value_model=value_model_of(env_cfg, task))
+
+
+def value_model_of(env_cfg: DictConfig, task: TextTask) -> str | None:
+    """The folder or name a separate critic starts from: env.value_model, where "reward_model" is the task's own."""
+    if env_cfg.get("value_model") != "reward_model":
+        return env_cfg.get("value_model")
+    require(task.reward_model is not None, f"env.value_model=reward_model, but task {task.name!r} has no learned "
+                                           f"reward model; name a sequence classifier, or set env.value_model=null")
+    return str(task.reward_model)
 
 
 def sequence_task(env_cfg: DictConfig):

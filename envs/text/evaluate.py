@@ -113,7 +113,6 @@ def best_of_n(task: TextTask, reference, tokenizer, prompts: list[str], n: int, 
 
 def load_run_policy(run_dir: Path):
     """(task, policy LM, reference LM, tokenizer, env config) of a run folder with a text checkpoint."""
-    from envs.text.agent import TextAgent
     from envs.text.loading import load_causal_lm
 
     config_path = run_dir / "config.yaml"
@@ -125,9 +124,10 @@ def load_run_policy(run_dir: Path):
     task = load_task(env_cfg.task, env_cfg)
     policy_path = env_cfg.policy_model or task.default_policy_model
     reference, tokenizer = load_causal_lm(env_cfg.reference_model or policy_path)
-    agent = TextAgent.from_pretrained(str(policy_path), len(tokenizer))
-    agent.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
-    return task, agent.lm.eval(), reference, tokenizer, env_cfg
+    policy, _ = load_causal_lm(policy_path)
+    weights = load_checkpoint(run_dir / "checkpoint.pt")["agent"]
+    policy.load_state_dict({name.removeprefix("lm."): w for name, w in weights.items() if name.startswith("lm.")})
+    return task, policy.eval(), reference, tokenizer, env_cfg
 
 
 def evaluate_run(run_dir: Path, num_prompts: int, best_of: list[int], seed: int) -> str:

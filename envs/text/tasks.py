@@ -38,6 +38,7 @@ class TextTask:
     batch_reward: Batched | None = None
     gold: Batched | None = None
     default_policy_model: str | None = None
+    reward_model: str | None = None  # folder of the learned reward model behind batch_reward, if it is one
     corpus: list[str] | None = None
     heldout_corpus: list[str] | None = None
 
