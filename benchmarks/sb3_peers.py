@@ -1,14 +1,17 @@
 """Stable-Baselines3 (A2C, PPO) and sb3-contrib (TRPO) runs with our settings, in our run-folder format.
 
     python -m benchmarks.sb3_peers -m algo=a2c,trpo,ppo_clip env=cartpole,acrobot seed=0,1,2 hydra/launcher=joblib
+    python -m benchmarks.sb3_peers -m algo=ppo_clip env=breakout seed=1,2 total_timesteps=1000000   # Atari
 
 The Hydra config is the one `python -m algos` composes (conf/: algorithm defaults, environment, tuned sets,
 budget, seed), translated into the peer's constructor arguments by `peer_kwargs`, so a run of ours and its peer
 share every setting both libraries have: envs x steps, minibatches, epochs, gamma, lambda, learning rate and its
 linear annealing, clip range, loss coefficients, grad-norm clip, optimizer and its eps, networks (separate
-actor and critic MLPs of net.hidden_sizes, orthogonal init). A setting the peer cannot match stops the run with
-a message. Known remaining differences: SB3's PPO stops an update early at 1.5 x target_kl (ours at target_kl;
-both off by default); the critic of SB3's TRPO shares the policy's optimizer class.
+actor and critic MLPs of net.hidden_sizes, orthogonal init; on Atari SB3's own Nature CNN and its AtariWrapper
+set from env.*: no-ops, frame skip, episodic life, fire on reset, 84x84, reward sign, frame stack). A setting the
+peer cannot match stops the run with a message. Known remaining differences: SB3's PPO stops an update early at 1.5 x target_kl (ours at target_kl;
+both off by default); the critic of SB3's TRPO shares the policy's optimizer class; SB3's PPO clips the value
+prediction (clip_range_vf) where ours, as CleanRL, takes the larger of the clipped and unclipped value losses.
 
 A run folder gets config.yaml (ours, plus the peer's class and arguments under `peer`), TensorBoard events with
 our tag names (charts/episodic_return and charts/episodic_length per finished episode, charts/SPS per rollout,
@@ -42,8 +45,12 @@ class PeerError(ValueError):
 
 
 def check_matchable(cfg: DictConfig) -> None:
-    if cfg.env.kind != "classic":
-        raise PeerError(f"env.kind={cfg.env.kind}: peers are run on classic-control environments only")
+    if cfg.env.kind not in ("classic", "atari"):
+        raise PeerError(f"env.kind={cfg.env.kind}: peers are run on classic-control and Atari environments only")
+    if cfg.env.kind == "atari":  # the CNN is the Nature CNN on both sides, and rewards are clipped, not normalised
+        if cfg.env.episodic_life and not cfg.env.fire_on_life_loss:
+            raise PeerError("SB3's AtariWrapper presses FIRE after every lost life; set env.fire_on_life_loss=true")
+        return
     if cfg.net.normalize_obs or cfg.env.normalize_reward:
         raise PeerError("net.normalize_obs and env.normalize_reward are not translated to SB3's VecNormalize; "
                         "run peers on environments that use neither")
@@ -60,8 +67,9 @@ def schedule(value: float, anneal: bool):
 def peer_kwargs(cfg: DictConfig) -> dict:
     """The peer's constructor arguments for our config (the SB3 name of each of our hyperparameters)."""
     hp, batch = cfg.algo, cfg.env.num_envs * cfg.algo.num_steps
-    policy_kwargs = {"net_arch": {"pi": list(cfg.net.hidden_sizes), "vf": list(cfg.net.hidden_sizes)},
-                     "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.net.activation]}
+    policy_kwargs = {} if cfg.env.kind == "atari" else {
+        "net_arch": {"pi": list(cfg.net.hidden_sizes), "vf": list(cfg.net.hidden_sizes)},
+        "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.net.activation]}
     common = {"n_steps": hp.num_steps, "gamma": hp.gamma, "policy_kwargs": policy_kwargs}
     if hp.name == "ppo_clip":
         policy_kwargs["optimizer_kwargs"] = {"eps": hp.adam_eps}
@@ -92,7 +100,30 @@ def make_peer(cfg: DictConfig, envs):
         import stable_baselines3
 
         Peer = getattr(stable_baselines3, PEERS[cfg.algo.name][2])
-    return Peer("MlpPolicy", envs, seed=cfg.seed, device="cpu", verbose=0, **peer_kwargs(cfg))
+    policy = "CnnPolicy" if cfg.env.kind == "atari" else "MlpPolicy"
+    return Peer(policy, envs, seed=cfg.seed, device="cpu", verbose=0, **peer_kwargs(cfg))
+
+
+def make_peer_envs(env_cfg: DictConfig, n_envs: int, seed: int):
+    """SB3's vectorised environments for our env config; each has a Monitor under any wrapper that changes
+    rewards or episodes, so logged and evaluated returns are raw whole episodes (whole games on Atari)."""
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    if env_cfg.kind != "atari":
+        return make_vec_env(env_cfg.id, n_envs=n_envs, seed=seed)
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    envs = make_atari_env(
+        env_cfg.id, n_envs=n_envs, seed=seed,
+        env_kwargs={"frameskip": 1, "repeat_action_probability": env_cfg.repeat_action_probability,
+                    "max_num_frames_per_episode": env_cfg.max_episode_frames},
+        wrapper_kwargs={"noop_max": env_cfg.noop_max, "frame_skip": env_cfg.frame_skip,
+                        "screen_size": env_cfg.screen_size, "terminal_on_life_loss": env_cfg.episodic_life,
+                        "clip_reward": env_cfg.clip_rewards})
+    return VecFrameStack(envs, n_stack=env_cfg.frame_stack)
 
 
 def episode_logger(writer):
@@ -125,7 +156,6 @@ def versions() -> dict[str, str]:
 
 def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
     """Train the peer of `cfg.algo` in `run_dir`; returns (and writes) the summary."""
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from torch.utils.tensorboard import SummaryWriter
 
@@ -142,14 +172,14 @@ def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
     torch.set_num_threads(cfg.torch_threads)
     batch = cfg.env.num_envs * cfg.algo.num_steps
     steps = cfg.total_timesteps // batch * batch  # whole rollouts, as ours runs
-    model = make_peer(cfg, make_vec_env(cfg.env.id, n_envs=cfg.env.num_envs, seed=cfg.seed))
+    model = make_peer(cfg, make_peer_envs(cfg.env, cfg.env.num_envs, cfg.seed))
     writer = SummaryWriter(str(run_dir))
 
     start = time.perf_counter()
     model.learn(total_timesteps=steps, callback=episode_logger(writer))
     wall = time.perf_counter() - start
 
-    eval_envs = make_vec_env(cfg.env.id, n_envs=cfg.eval_episodes, seed=cfg.seed + 10_000)
+    eval_envs = make_peer_envs(cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
     returns, _ = evaluate_policy(model, eval_envs, n_eval_episodes=cfg.eval_episodes, deterministic=True,
                                  return_episode_rewards=True)
     returns = np.asarray(returns, dtype=float)

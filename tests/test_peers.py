@@ -36,6 +36,22 @@ def test_a2c_and_trpo_settings_become_their_peers_arguments(compose_cfg):
         "n_steps": 512, "batch_size": 2048, "n_critic_updates": 10, "target_kl": 0.01, "cg_damping": 0.1}
 
 
+def test_atari_settings_become_sb3s_atari_stack(compose_cfg):
+    """CleanRL's published PPO settings and our preprocessing reach SB3's PPO, AtariWrapper and VecFrameStack."""
+    cfg = compose_cfg("algo=ppo_clip", "env=breakout")
+    kwargs = sb3_peers.peer_kwargs(cfg)
+    assert {k: kwargs[k] for k in ("n_steps", "batch_size", "n_epochs", "ent_coef", "vf_coef", "max_grad_norm")} == {
+        "n_steps": 128, "batch_size": 256, "n_epochs": 4, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5}
+    assert (kwargs["clip_range"], kwargs["clip_range_vf"]) == (0.1, 0.1)
+    assert kwargs["policy_kwargs"] == {"optimizer_kwargs": {"eps": 1e-5}}  # SB3's Nature CNN, no MLP settings
+    envs = sb3_peers.make_peer_envs(cfg.env, 2, seed=0)
+    assert envs.observation_space.shape == (84, 84, 4) and envs.action_space.n == 4
+    assert envs.envs[0].unwrapped.ale.getFloat("repeat_action_probability") == 0.0
+    envs.close()
+    with pytest.raises(sb3_peers.PeerError, match="fire_on_life_loss=true"):
+        sb3_peers.check_matchable(compose_cfg("algo=ppo_clip", "env=breakout", "env.fire_on_life_loss=false"))
+
+
 def test_a_peer_run_has_our_folder_format_and_tags(tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks.sb3_peers", "algo=ppo_clip", "env=cartpole",
                           "total_timesteps=1024", "eval_episodes=2", f"hydra.run.dir={tmp_path}"],
