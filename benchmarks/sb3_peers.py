@@ -9,9 +9,10 @@ share every setting both libraries have: envs x steps, minibatches, epochs, gamm
 linear annealing, clip range, loss coefficients, grad-norm clip, optimizer and its eps, networks (separate
 actor and critic MLPs of net.hidden_sizes, orthogonal init; on Atari SB3's own Nature CNN and its AtariWrapper
 set from env.*: no-ops, frame skip, episodic life, fire on reset, 84x84, reward sign, frame stack). A setting the
-peer cannot match stops the run with a message. Known remaining differences: SB3's PPO stops an update early at 1.5 x target_kl (ours at target_kl;
-both off by default); the critic of SB3's TRPO shares the policy's optimizer class; SB3's PPO clips the value
-prediction (clip_range_vf) where ours, as CleanRL, takes the larger of the clipped and unclipped value losses.
+peer cannot match stops the run with a message. Known remaining differences: SB3's PPO stops an update early at
+1.5 x target_kl (ours at target_kl; both off by default); the critic of SB3's TRPO shares the policy's optimizer
+class; SB3's PPO clips the value prediction (clip_range_vf) where ours, as CleanRL, takes the larger of the clipped
+and unclipped value losses.
 
 A run folder gets config.yaml (ours, plus the peer's class and arguments under `peer`), TensorBoard events with
 our tag names (charts/episodic_return and charts/episodic_length per finished episode, charts/SPS per rollout,

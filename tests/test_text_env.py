@@ -295,8 +295,9 @@ def test_evaluation_reports_the_policy_beside_best_of_n(tiny_lm, tiny_classifier
     from tests.test_learning import train
 
     train(compose_cfg("algo=ppo_clip", "env=text", "env.task=examples/terse_task.py:make_task",
-                      f"env.policy_model={tiny_lm}", f"env.value_model={tiny_classifier}", "env.num_envs=4", "env.max_new_tokens=4",
-                      "env.max_prompt_tokens=8", "algo.num_steps=16", "total_timesteps=64", "eval_episodes=2"),
+                      f"env.policy_model={tiny_lm}", f"env.value_model={tiny_classifier}", "env.num_envs=4",
+                      "env.max_new_tokens=4", "env.max_prompt_tokens=8", "algo.num_steps=16", "total_timesteps=64",
+                      "eval_episodes=2"),
           tmp_path)
     text = evaluate_run(tmp_path, num_prompts=8, best_of=[1, 4], seed=0)
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if line.startswith("| ")}

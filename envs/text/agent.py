@@ -122,16 +122,17 @@ class IncrementalDecoder:
 
 class SequenceCritic(nn.Module):
     """V(s) = a sequence classifier's scalar head on its own transformer's last hidden state at the observation's
-    last token: a value network apart from the policy, initialised from the reward model (InstructGPT, Ouyang et
-    al. 2022, section 3.5), so that from the first update it predicts the score the episode will end with. It
-    reads the policy's token ids, so it must share the policy's tokenizer, and it keeps its own KV cache."""
+    last token: a value network with parameters apart from the policy's, initialised from the reward model's
+    (Stiennon et al. 2020, section 3.4; InstructGPT follows it), so that from the first update it scores the text so
+    far as the reward will. It reads the policy's token ids, so it must share the policy's tokenizer, and it keeps
+    its own KV cache."""
 
     def __init__(self, classifier: nn.Module):
         super().__init__()
         require(classifier.config.num_labels == 1 and isinstance(getattr(classifier, "score", None), nn.Linear),
-                f"env.value_model must be a sequence classifier with one label and a linear `score` head (GPT-2 or "
-                f"Llama style, like the project's reward model); {type(classifier).__name__} with "
-                f"{classifier.config.num_labels} labels is not; set env.value_model=null for a value head on the policy")
+                f"env.value_model must be a sequence classifier with one label and a linear `score` head (GPT-2 "
+                f"or Llama style, like the project's reward model); {type(classifier).__name__} with "
+                f"{classifier.config.num_labels} labels is not; set env.value_model=null for a head on the policy")
         self.body, self.head = classifier.base_model, classifier.score
         self.decoder = IncrementalDecoder(self.body)
 

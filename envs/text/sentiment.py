@@ -36,5 +36,5 @@ def sentiment_task(env_cfg) -> TextTask:
         return gold_scores([p + c for p, c in zip(prompts, completions)]).tolist()
 
     return TextTask(name="sentiment", prompts=prompts, batch_reward=proxy_reward, gold=gold_reward,
-                    default_policy_model=str(paths.base_lm), reward_model=str(paths.reward_model), corpus=[s.text for s in held_in],
-                    heldout_corpus=[s.text for s in held_out])
+                    default_policy_model=str(paths.base_lm), reward_model=str(paths.reward_model),
+                    corpus=[s.text for s in held_in], heldout_corpus=[s.text for s in held_out])
