@@ -49,13 +49,15 @@ def training_curve(run_dir: Path) -> list[dict]:
 
 def plot_curves(curves: dict[int, list[dict]], best_of: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    widest = max((r["kl"] for rows in curves.values() for r in rows), default=0.0)
+    scale = "symlog" if widest > 4 else "linear"  # a log axis only where KL spans more than a few nats
     for ax, key in zip(axes, ("proxy_reward", "gold_reward")):
         for seed, rows in curves.items():
             ax.plot([r["kl"] for r in rows], [r[key] for r in rows], ".", ms=3, alpha=0.5, label=f"PPO seed {seed}")
         if best_of:
             ax.plot([m["kl_to_reference"] for m in best_of.values()], [m[key] for m in best_of.values()], "k^-",
                     label="best-of-N (" + ", ".join(name.split()[0][8:] for name in best_of) + ")")
-        ax.set(xlabel="KL(policy || reference) per sequence, nats", ylabel=key.replace("_", " "), xscale="symlog")
+        ax.set(xlabel="KL(policy || reference) per sequence, nats", ylabel=key.replace("_", " "), xscale=scale)
         ax.legend(fontsize=7)
     fig.suptitle("Proxy (learned reward model) and gold (VADER) reward against KL, during training")
     fig.tight_layout()
