@@ -266,7 +266,7 @@ def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(separat
 
 
 def test_a_critic_initialised_from_a_reward_model_starts_at_its_score(tiny_lm, tiny_classifier, lm_and_tokenizer):
-    """The value initialisation of Stiennon et al. 2020: on whole sequences the critic's value is the classifier's score."""
+    """Stiennon et al. 2020's value initialisation: on whole sequences the critic's value is the classifier's score."""
     from envs.text.loading import load_reward_model
 
     _, tokenizer = lm_and_tokenizer
