@@ -10,9 +10,6 @@ clips by default, SB3 does not; off here by default), linear annealing of the le
 early stopping of the epochs once the approximate KL exceeds `target_kl` (the epoch loop stops, as in CleanRL).
 PPO-ptx (Ouyang et al. 2022, eq. 2) adds gamma times the agent's pre-training negative log-likelihood to the loss
 (`ptx_coef`; agents that have pre-training data, e.g. the text agent of a task with a corpus).
-A critic warm-up (`critic_warmup_updates`; "critic pretraining" in RLHF code such as OpenRLHF's) minimises only
-the value loss for the first updates, so that the policy's first steps follow advantages from a fitted critic
-rather than from an untrained one's noise.
 """
 
 from __future__ import annotations
@@ -49,7 +46,6 @@ class Hyperparameters:
     target_kl: float | None = None  # stop the epochs of an update once approx_kl exceeds this
     ptx_coef: float = 0.0  # PPO-ptx's gamma: weight of the agent's pre-training NLL (agents with a corpus)
     ptx_batch_size: int = 16  # pre-training sequences per minibatch when ptx_coef > 0
-    critic_warmup_updates: int = 0  # first updates that minimise only the value loss (a shared torso still moves)
 
     def __post_init__(self):
         common.require_choice(self, "minibatch_by", ("sample", "env"))
@@ -60,7 +56,6 @@ class Hyperparameters:
         common.require(self.target_kl is None or self.target_kl > 0, f"algo.target_kl={self.target_kl} must be > 0")
         common.require(self.ptx_coef >= 0 and self.ptx_batch_size > 0,
                        "algo.ptx_coef must be >= 0 and algo.ptx_batch_size > 0")
-        common.require(self.critic_warmup_updates >= 0, "algo.critic_warmup_updates must be >= 0")
 
 
 def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
@@ -99,7 +94,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         clip = hp.clip_coef * (remaining if hp.anneal_clip else 1.0)
         optimizer.param_groups[0]["lr"] = lr
         batch = rollout.collect(hp.gae_lambda)
-        fit_policy = update >= hp.critic_warmup_updates
 
         clipfracs, stop_early = [], False
         for _ in range(hp.update_epochs):
@@ -114,10 +108,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 pg_loss = clipped_surrogate_loss(ratio, adv, clip)
                 v_loss = value_loss(values, batch.values[idx], batch.returns[idx], clip if hp.clip_vloss else None)
                 entropy_loss = entropy.mean()
-                loss = hp.vf_coef * v_loss
-                if fit_policy:
-                    loss = loss + pg_loss - hp.ent_coef * entropy_loss
-                if hp.ptx_coef and fit_policy:
+                loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
+                if hp.ptx_coef:
                     ptx_loss = agent.pretraining_loss(hp.ptx_batch_size)
                     loss = loss + hp.ptx_coef * ptx_loss
 
@@ -140,7 +132,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             "losses/entropy": entropy_loss.item(), "losses/approx_kl": kl.item(),
             "losses/clipfrac": torch.stack(clipfracs).mean().item(), "charts/learning_rate": lr,
             "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
-            **({"losses/ptx_loss": ptx_loss.item()} if hp.ptx_coef and fit_policy else {}),
+            **({"losses/ptx_loss": ptx_loss.item()} if hp.ptx_coef else {}),
         }, state)
     return run.finish(state)
 
