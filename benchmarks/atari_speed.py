@@ -1,5 +1,6 @@
-"""Our PPO-clip against Stable-Baselines3's PPO on Breakout, side by side in one run: steps per second, and where
-our time goes (emulator, network forward in rollouts, update).
+"""Our PPO-clip against Stable-Baselines3's PPO on Breakout, side by side in one run: steps per second, where
+our time goes (emulator, network forward in rollouts, update), and how close the update runs to the CPU's dense
+arithmetic rate (the update is the arithmetic both libraries must do).
 
 Both use CleanRL's ppo_atari settings (conf/tuned/ppo_clip_atari.yaml): 8 envs x 128 steps, 4 epochs of 4
 minibatches (256 samples), Adam lr 2.5e-4 annealed linearly (eps 1e-5), clip 0.1 on the policy and the value,
@@ -101,6 +102,41 @@ def run_sb3(seed: int, steps: int, threads: int) -> dict:
     return {"steps": int(model.num_timesteps), "wall_s": time.perf_counter() - start}
 
 
+def arithmetic_rates(threads: int, minibatch: int = 256) -> dict:
+    """GFLOP/s of one update minibatch (the Nature CNN's forward and backward, FLOPs counted by torch's
+    FlopCounterMode) against a 1024 x 1024 float32 matrix product on the same threads."""
+    import gymnasium as gym
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from algos import common
+
+    torch.set_num_threads(threads)
+    agent = common.make_agent(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4), {})
+    obs = torch.randint(0, 256, (minibatch, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 4, (minibatch,))
+
+    def forward_backward():
+        logprob, entropy, value = agent.evaluate(obs, actions)
+        (logprob.mean() + entropy.mean() + value.mean()).backward()
+
+    with FlopCounterMode(display=False) as counter:
+        forward_backward()
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return {"minibatch_gflop": counter.get_total_flops() / 1e9,
+            "update_gflops": gflops_per_second(forward_backward, counter.get_total_flops()),
+            "matmul_gflops": gflops_per_second(lambda: a @ b, 2 * 1024 ** 3)}
+
+
+def gflops_per_second(fn, flops: int, repeats: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return flops * repeats / (time.perf_counter() - start) / 1e9
+
+
 def job(lib: str, seed: int, steps: int, threads: int) -> dict:
     """One job in a fresh process, so neither library warms the other's caches or threads."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.atari_speed", "--job", lib, "--seed", str(seed),
@@ -118,8 +154,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each library")
     parser.add_argument("--out", default="atari_speed.md", help="file name under results/")
-    parser.add_argument("--job", choices=["ours", "sb3"], help=argparse.SUPPRESS)
+    parser.add_argument("--job", choices=["ours", "sb3", "rates"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.job == "rates":
+        print(json.dumps(arithmetic_rates(args.threads)))
+        return
     if args.job:
         print(json.dumps((run_ours if args.job == "ours" else run_sb3)(args.seed, args.steps, args.threads)))
         return
@@ -131,10 +170,21 @@ def main() -> None:
             result["sps"] = result["steps"] / result["wall_s"]
             rows.append(result)
             print(f"{lib:5s} round {i}: {result['sps']:.1f} steps/s ({result['wall_s']:.1f} s)", flush=True)
-    write_results(rows, args, load_before, os.getloadavg())
+    rates = job("rates", args.seed, args.steps, args.threads)
+    write_results(rows, rates, args, load_before, os.getloadavg())
 
 
-def write_results(rows: list[dict], args, load_before, load_after) -> None:
+def rate_needed_for_twice_sb3(ours: list[dict], sb3_sps: float, update_gflops: float) -> str:
+    """The update's arithmetic rate at which our throughput would be 2x SB3's, the rest of our time unchanged."""
+    steps, wall = np.mean([r["steps"] for r in ours]), np.mean([r["wall_s"] for r in ours])
+    update_s = wall * np.mean([r["shares"]["update"] for r in ours])
+    allowed_update_s = steps / (2 * sb3_sps) - (wall - update_s)
+    if allowed_update_s <= 0:
+        return "in less than no time (not reachable)"
+    return f"at {update_gflops * update_s / allowed_update_s:.0f} GFLOP/s or more"
+
+
+def write_results(rows: list[dict], rates: dict, args, load_before, load_after) -> None:
     import stable_baselines3
     import torch
 
@@ -161,6 +211,12 @@ def write_results(rows: list[dict], args, load_before, load_after) -> None:
         "|---|---|---|---|",
         f"| {shares['emulator']:.1%} | {shares['forward']:.1%} | {shares['rest_of_rollout']:.1%} | "
         f"{shares['update']:.1%} |", "",
+        f"Arithmetic rate, one process with {args.threads} thread(s): one update minibatch (256 samples, the Nature "
+        f"CNN's forward and backward, {rates['minibatch_gflop']:.1f} GFLOP counted by torch's FlopCounterMode) runs "
+        f"at {rates['update_gflops']:.0f} GFLOP/s, a 1024 x 1024 float32 matrix product at "
+        f"{rates['matmul_gflops']:.0f} GFLOP/s. For 2x SB3's throughput with the rest of our time as measured, "
+        f"the update would have to run {rate_needed_for_twice_sb3(ours, float(sps(sb3)), rates['update_gflops'])}"
+        f" (our update also spends time outside the network: Adam, the loss, gathering minibatches).", "",
         "| library | round | steps | wall (s) | steps/s |", "|---|---|---|---|---|",
         *[f"| {r['lib']} | {r['round']} | {r['steps']} | {r['wall_s']:.1f} | {r['sps']:.1f} |" for r in rows],
     ]
