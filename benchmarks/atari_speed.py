@@ -123,7 +123,7 @@ def arithmetic_rates(threads: int, minibatch: int = 256) -> dict:
     with FlopCounterMode(display=False) as counter:
         forward_backward()
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    return {"minibatch_gflop": counter.get_total_flops() / 1e9,
+    return {"minibatch": minibatch, "minibatch_gflop": counter.get_total_flops() / 1e9,
             "update_gflops": gflops_per_second(forward_backward, counter.get_total_flops()),
             "matmul_gflops": gflops_per_second(lambda: a @ b, 2 * 1024 ** 3)}
 
@@ -156,11 +156,9 @@ def main() -> None:
     parser.add_argument("--out", default="atari_speed.md", help="file name under results/")
     parser.add_argument("--job", choices=["ours", "sb3", "rates"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.job == "rates":
-        print(json.dumps(arithmetic_rates(args.threads)))
-        return
     if args.job:
-        print(json.dumps((run_ours if args.job == "ours" else run_sb3)(args.seed, args.steps, args.threads)))
+        jobs = {"ours": run_ours, "sb3": run_sb3, "rates": lambda seed, steps, threads: arithmetic_rates(threads)}
+        print(json.dumps(jobs[args.job](args.seed, args.steps, args.threads)))
         return
 
     rows, load_before = [], os.getloadavg()
@@ -211,9 +209,9 @@ def write_results(rows: list[dict], rates: dict, args, load_before, load_after) 
         "|---|---|---|---|",
         f"| {shares['emulator']:.1%} | {shares['forward']:.1%} | {shares['rest_of_rollout']:.1%} | "
         f"{shares['update']:.1%} |", "",
-        f"Arithmetic rate, one process with {args.threads} thread(s): one update minibatch (256 samples, the Nature "
-        f"CNN's forward and backward, {rates['minibatch_gflop']:.1f} GFLOP counted by torch's FlopCounterMode) runs "
-        f"at {rates['update_gflops']:.0f} GFLOP/s, a 1024 x 1024 float32 matrix product at "
+        f"Arithmetic rate, one process with {args.threads} thread(s): one update minibatch ({rates['minibatch']} "
+        f"samples, the Nature CNN's forward and backward, {rates['minibatch_gflop']:.1f} GFLOP counted by torch's "
+        f"FlopCounterMode) runs at {rates['update_gflops']:.0f} GFLOP/s, a 1024 x 1024 float32 matrix product at "
         f"{rates['matmul_gflops']:.0f} GFLOP/s. For 2x SB3's throughput with the rest of our time as measured, "
         f"the update would have to run {rate_needed_for_twice_sb3(ours, float(sps(sb3)), rates['update_gflops'])}"
         f" (our update also spends time outside the network: Adam, the loss, gathering minibatches).", "",
