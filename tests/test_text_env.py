@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from algos.common import ConfigError, KLController, NonFiniteError, Rollout
 from envs.text.agent import TextAgent, group_by_longest
-from envs.text.env import PAD, TokenEnv, TokenVectorEnv, reference_reward_quantiles
+from envs.text.env import PAD, TokenEnv, TokenVectorEnv
 from envs.text.tasks import TextTask
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,38 +75,6 @@ def test_vector_env_autoresets_and_reports_reference_logprobs(lm_and_tokenizer):
     prompt_lengths = {len(ids) for ids in envs.batch.prompt_ids}
     assert set((next_obs != PAD).sum(1).tolist()) <= prompt_lengths  # every row restarted on a fresh prompt
     assert all((o != PAD).sum() - 2 in prompt_lengths for o in info["final_obs"])  # prompt + 2 generated
-
-
-def test_centered_rewards_are_the_log_sigmoid_of_the_score_minus_the_prompts_center(lm_and_tokenizer):
-    """env.lsc_quantile: the training reward is log sigmoid(r - r_ref(prompt)); the logged proxy stays r."""
-    _, tokenizer = lm_and_tokenizer
-    task = TextTask(name="length", prompts=PROMPTS, reward=lambda prompt, completion: float(len(completion)),
-                    gold=lambda prompts, completions: [0.0] * len(completions))
-    centers = np.array([1.0, 4.0, 10.0])
-    envs = TokenVectorEnv(task, tokenizer, num_envs=6, max_prompt_tokens=8, max_new_tokens=2, gold=task.gold,
-                          reward_centers=centers)
-    envs.reset(seed=0)
-    prompts = envs.batch.prompt_index.copy()
-    actions = np.full(6, tokenizer(" a", add_special_tokens=False)["input_ids"][0])
-    envs.step(actions)
-    _, rewards, _, truncated, info = envs.step(actions)
-    score = len(" a a")
-    assert truncated.all() and len(set(prompts.tolist())) > 1
-    np.testing.assert_allclose(rewards, np.log(1 / (1 + np.exp(centers[prompts] - score))), rtol=1e-12)
-    assert (info["final_info"]["metrics"]["text/proxy_reward"] == score).all()
-
-
-def test_reward_centers_are_quantiles_of_reference_samples_drawn_apart_from_the_runs_random_stream(
-        lm_and_tokenizer):
-    model, tokenizer = lm_and_tokenizer
-    task = length_task()
-    torch.manual_seed(123)
-    state = torch.random.get_rng_state()
-    low, mid, high = (reference_reward_quantiles(task, model, tokenizer, 8, q, max_new_tokens=6, chunk=2)
-                      for q in (0.0, 0.5, 1.0))
-    assert torch.equal(torch.random.get_rng_state(), state)
-    assert low.shape == (len(PROMPTS),) and (low <= mid).all() and (mid <= high).all() and (low < high).any()
-    np.testing.assert_array_equal(mid, reference_reward_quantiles(task, model, tokenizer, 8, 0.5, 6, chunk=2))
 
 
 def test_kl_penalty_sign_and_size_on_a_hand_made_case(tiny_lm, lm_and_tokenizer):

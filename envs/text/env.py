@@ -157,9 +157,8 @@ class TokenVectorEnv(gym.vector.VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, task: TextTask, tokenizer, num_envs: int, max_prompt_tokens: int, max_new_tokens: int,
-                 reference=None, policy_model: str | None = None, gold=None, value_model: str | None = None,
-                 reward_centers: np.ndarray | None = None):
-        self.num_envs, self.gold, self.reward_centers = num_envs, gold, reward_centers
+                 reference=None, policy_model: str | None = None, gold=None, value_model: str | None = None):
+        self.num_envs, self.gold = num_envs, gold
         self.batch = TokenBatch(task, tokenizer, num_envs, max_prompt_tokens, max_new_tokens, reference)
         self.single_observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model,
                                                       task.corpus, value_model)
@@ -183,21 +182,12 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         rewards = np.zeros(self.num_envs)
         if done.any():
             rows = np.flatnonzero(done)
-            scores = np.zeros(self.num_envs)
-            scores[rows] = self.batch.score(rows)
-            rewards[rows] = self._centered_log_sigmoid(scores[rows], rows)
-            info.update(self._final_info(rows, done, rewards, scores))
+            rewards[rows] = self.batch.score(rows)
+            info.update(self._final_info(rows, done, rewards))
             self.batch.start(rows, self.np_random)
         return self.batch.tokens.copy(), rewards, terminated, truncated, info
 
-    def _centered_log_sigmoid(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """log sigmoid(r - r_ref(prompt)), the LSC transform of Wang et al. 2024, where reward centers
-        are given; the task's score as it is otherwise."""
-        if self.reward_centers is None:
-            return scores
-        return -np.logaddexp(0.0, self.reward_centers[self.batch.prompt_index[rows]] - scores)
-
-    def _final_info(self, rows: np.ndarray, done: np.ndarray, rewards: np.ndarray, scores: np.ndarray) -> dict:
+    def _final_info(self, rows: np.ndarray, done: np.ndarray, rewards: np.ndarray) -> dict:
         final_obs = np.empty(self.num_envs, dtype=object)
         for row in rows:
             final_obs[row] = self.batch.tokens[row].copy()
@@ -210,7 +200,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         if self.gold is not None:
             gold = np.zeros(self.num_envs)
             gold[rows] = self.gold(*self.batch.texts(rows))
-            final_info["metrics"] = {"text/gold_reward": gold, "text/proxy_reward": scores}
+            final_info["metrics"] = {"text/gold_reward": gold, "text/proxy_reward": episode["r"]}
             final_info["_metrics"] = done.copy()
         return {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info,
                 "_final_info": done.copy()}
@@ -250,17 +240,12 @@ class Settings:
     kl_horizon: int  # the adaptive controller's horizon (Ziegler et al. 2019), in environment steps
     normalize_reward: bool
     bootstrap_truncated: bool  # false: the response limit is part of the task, its reward is final
-    lsc_quantile: float | None  # train on log sigmoid(r - r_ref(prompt)), r_ref this quantile of reference samples
-    lsc_samples: int  # reference completions per prompt behind r_ref
 
     def __post_init__(self):
         for name in ("num_envs", "max_prompt_tokens", "max_new_tokens", "kl_horizon"):
             require(getattr(self, name) > 0, f"env.{name}={getattr(self, name)} must be > 0")
         require(self.kl_coef >= 0, f"env.kl_coef={self.kl_coef} must be >= 0")
         require(self.kl_target is None or self.kl_target > 0, f"env.kl_target={self.kl_target} must be > 0")
-        require(self.lsc_quantile is None or 0 <= self.lsc_quantile <= 1,
-                f"env.lsc_quantile={self.lsc_quantile} must be in [0, 1], or null for the task's reward as it is")
-        require(self.lsc_samples > 0, f"env.lsc_samples={self.lsc_samples} must be > 0")
 
 
 def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> TokenVectorEnv:
@@ -276,35 +261,9 @@ def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> Token
     require(env_cfg.max_prompt_tokens + env_cfg.max_new_tokens <= context,
             f"env.max_prompt_tokens + env.max_new_tokens = {env_cfg.max_prompt_tokens + env_cfg.max_new_tokens} is "
             f"more than the model's context of {context} tokens; lower them")
-    centers = None
-    if training and env_cfg.get("lsc_quantile") is not None:
-        centers = reference_reward_quantiles(task, reference, tokenizer, env_cfg.lsc_samples, env_cfg.lsc_quantile,
-                                             env_cfg.max_new_tokens)
     return TokenVectorEnv(task, tokenizer, num_envs, env_cfg.max_prompt_tokens, env_cfg.max_new_tokens,
                           reference=reference if training and env_cfg.kl_coef > 0 else None,
-                          policy_model=str(policy_model), gold=task.gold, value_model=value_model_of(env_cfg, task),
-                          reward_centers=centers)
-
-
-def reference_reward_quantiles(task: TextTask, reference, tokenizer, samples: int, quantile: float,
-                               max_new_tokens: int, chunk: int = 128) -> np.ndarray:
-    """r_ref(x) for every prompt: the `quantile` of the task's scores of `samples` completions sampled from the
-    reference. Drawn with a fixed seed in a forked RNG, so a resumed run gets the same centers and the run's own
-    random stream is untouched."""
-    from envs.text.cache import log
-    from envs.text.evaluate import sample
-
-    log.info("env.lsc_quantile: scoring %d reference completions per prompt for %d prompts", samples,
-             len(task.prompts))
-    centers = []
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        for start in range(0, len(task.prompts), chunk):
-            prompts = task.prompts[start: start + chunk]
-            drawn = sample(reference, tokenizer, prompts, samples, max_new_tokens)
-            scores = np.asarray(task.score(drawn.prompts, drawn.completions), dtype=np.float64)
-            centers.append(np.quantile(scores.reshape(len(prompts), samples), quantile, axis=1))
-    return np.concatenate(centers)
+                          policy_model=str(policy_model), gold=task.gold, value_model=value_model_of(env_cfg, task))
 
 
 def value_model_of(env_cfg: DictConfig, task: TextTask) -> str | None:
