@@ -172,10 +172,10 @@ def main() -> None:
     write_results(rows, rates, args, load_before, os.getloadavg())
 
 
-def rate_needed_for_twice_sb3(ours: list[dict], sb3_sps: float, update_gflops: float) -> str:
+def rate_needed_for_twice_sb3(ours: list[dict], update_share: float, sb3_sps: float, update_gflops: float) -> str:
     """The update's arithmetic rate at which our throughput would be 2x SB3's, the rest of our time unchanged."""
     steps, wall = np.mean([r["steps"] for r in ours]), np.mean([r["wall_s"] for r in ours])
-    update_s = wall * np.mean([r["shares"]["update"] for r in ours])
+    update_s = wall * update_share
     allowed_update_s = steps / (2 * sb3_sps) - (wall - update_s)
     if allowed_update_s <= 0:
         return "in less than no time (not reachable)"
@@ -190,6 +190,7 @@ def write_results(rows: list[dict], rates: dict, args, load_before, load_after) 
     sb3 = [r for r in rows if r["lib"] == "sb3"]
     sps = lambda rs: f"{np.mean([r['sps'] for r in rs]):.1f}"
     shares = {k: np.mean([r["shares"][k] for r in ours]) for k in ours[0]["shares"]}
+    twice_sb3 = rate_needed_for_twice_sb3(ours, shares["update"], float(sps(sb3)), rates["update_gflops"])
     command = (f"python -m benchmarks.atari_speed --steps {args.steps} --rounds {args.rounds} --seed {args.seed} "
                f"--threads {args.threads} --out {args.out}")
     lines = [
@@ -213,8 +214,8 @@ def write_results(rows: list[dict], rates: dict, args, load_before, load_after) 
         f"samples, the Nature CNN's forward and backward, {rates['minibatch_gflop']:.1f} GFLOP counted by torch's "
         f"FlopCounterMode) runs at {rates['update_gflops']:.0f} GFLOP/s, a 1024 x 1024 float32 matrix product at "
         f"{rates['matmul_gflops']:.0f} GFLOP/s. For 2x SB3's throughput with the rest of our time as measured, "
-        f"the update would have to run {rate_needed_for_twice_sb3(ours, float(sps(sb3)), rates['update_gflops'])}"
-        f" (our update also spends time outside the network: Adam, the loss, gathering minibatches).", "",
+        f"the update would have to run {twice_sb3} (our update also spends time outside the network: Adam, the "
+        f"loss, gathering minibatches).", "",
         "| library | round | steps | wall (s) | steps/s |", "|---|---|---|---|---|",
         *[f"| {r['lib']} | {r['round']} | {r['steps']} | {r['wall_s']:.1f} | {r['sps']:.1f} |" for r in rows],
     ]
