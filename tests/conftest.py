@@ -60,8 +60,7 @@ if "NaNRewardCartPole-v0" not in gym.registry:
                  max_episode_steps=500)
 
 
-@pytest.fixture(scope="session")
-def tiny_lm(tmp_path_factory) -> Path:
+def make_tiny_lm(folder: Path) -> Path:
     """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -73,7 +72,11 @@ def tiny_lm(tmp_path_factory) -> Path:
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    folder = tmp_path_factory.mktemp("tiny-lm")
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
