@@ -16,11 +16,17 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from algos import common
+from algos.losses import explained_variance, normalize_advantages, value_loss
+from algos.run import Segments, start_run
+from algos.settings import check_config
+from core.checks import require, require_fraction, require_positive
 
 
 @dataclass
 class Hyperparameters:
+    """A2C, SB3 defaults (rl-zoo's CartPole set). The defaults here are the only ones: algos/registry.py stores them as
+    the Hydra config group `algo`."""
+
     name: str = "a2c"
     learning_rate: float = 7e-4  # RMSprop step size
     anneal_lr: bool = False
@@ -35,21 +41,24 @@ class Hyperparameters:
     max_grad_norm: float = 0.5
 
     def __post_init__(self):
-        common.require_positive(self, "learning_rate", "rms_eps", "num_steps", "max_grad_norm")
-        common.require_fraction(self, "rms_alpha", "gamma", "gae_lambda")
-        common.require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
+        require_positive(self, "learning_rate", "rms_eps", "num_steps", "max_grad_norm")
+        require_fraction(self, "rms_alpha", "gamma", "gae_lambda")
+        require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
 
 
 def actor_critic_loss(logprob, entropy, values, advantages, returns, ent_coef, vf_coef):
     """Returns (total, policy, value, entropy) terms of the A2C loss."""
     policy_loss = -(logprob * advantages).mean()
-    value_loss = 0.5 * ((returns - values) ** 2).mean()
+    critic_loss = value_loss(values, returns)
     entropy_mean = entropy.mean()
-    return policy_loss - ent_coef * entropy_mean + vf_coef * value_loss, policy_loss, value_loss, entropy_mean
+    return policy_loss - ent_coef * entropy_mean + vf_coef * critic_loss, policy_loss, critic_loss, entropy_mean
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    hp, run, agent, rollout, num_updates = common.setup(cfg, "a2c", Hyperparameters, run_dir)
+    config = check_config(cfg, Hyperparameters)
+    hp = config.algo
+    run = start_run(config, "a2c", run_dir, Segments(hp.num_steps, hp.gamma), kl_target=None)
+    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
     params = list(agent.parameters())
     optimizer = torch.optim.RMSprop(params, lr=hp.learning_rate, alpha=hp.rms_alpha, eps=hp.rms_eps, foreach=True)
     first_update, state = run.start({"optimizer": optimizer}, {})
@@ -60,7 +69,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         batch = rollout.collect(hp.gae_lambda)
         adv = batch.advantages
         if hp.norm_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = normalize_advantages(adv)
 
         logprob, entropy, values = agent.evaluate(batch.obs, batch.actions)
         loss, pg_loss, v_loss, ent = actor_critic_loss(logprob, entropy, values, adv, batch.returns,
@@ -70,8 +79,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
         optimizer.step()
 
-        run.end_update(update, {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-                                "losses/entropy": ent.item(), "charts/learning_rate": lr}, state)
+        run.end_update(update, {
+            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(), "losses/entropy": ent.item(),
+            "charts/learning_rate": lr, "losses/explained_variance": explained_variance(batch.values, batch.returns),
+        }, state)
     return run.finish(state)
 
 

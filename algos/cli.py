@@ -14,10 +14,13 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from algos.common import CheckpointError, ConfigError, NonFiniteError, Preempted, StopSignal
+from algos.registry import ALGORITHMS, hyperparameters, store_algorithm_defaults
+from algos.run_folder import StopSignal
+from core.errors import CheckpointError, ConfigError, NonFiniteError, Preempted
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 OmegaConf.register_new_resolver("if_null", lambda value, default: default if value is None else value, replace=True)
+store_algorithm_defaults()
 
 EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128  # a signal exits 128 + its number, as shells do
 
@@ -121,9 +124,9 @@ def check_algo_keys(args: list[str]) -> None:
     keys = [o.key_or_group.split(".")[1] for o in overrides
             if o.key_or_group.startswith("algo.") and not (o.is_add() or o.is_force_add())]
     for name in chosen_algos(overrides):
-        if not keys or not Path(CONF_DIR, "algo", f"{name}.yaml").exists():
+        if not keys or name not in ALGORITHMS:
             continue  # an unknown algorithm name is Hydra's to report, with the choices
-        valid = [f.name for f in dataclasses.fields(importlib.import_module(f"algos.{name}").Hyperparameters)]
+        valid = [f.name for f in dataclasses.fields(hyperparameters(name))]
         for key in keys:
             if key not in valid:
                 sys.exit(_fail(f"tokengym: error: algo.{key} is not a hyperparameter of {name}; valid: "

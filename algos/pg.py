@@ -4,7 +4,7 @@
     G_t = sum_{k >= t} gamma^(k-t) r_k     (reward-to-go: only rewards after the action count)
     B(s_t) = V_phi(s_t), fitted by regression on G_t
 
-G_t is computed by `common.gae` with lambda = 1, where A_t + V(s_t) is exactly the discounted reward-to-go
+G_t is computed by `algos.rollout.gae` with lambda = 1, where A_t + V(s_t) is exactly the discounted reward-to-go
 (an episode cut by the end of the batch, or by a time limit, is completed with V of its last state, as in
 Spinning Up's VPG). One policy step per batch; `value_iters` regression steps for the baseline.
 """
@@ -17,11 +17,17 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from algos import common
+from algos.losses import explained_variance, normalize_advantages, value_loss
+from algos.run import Segments, start_run
+from algos.settings import check_config
+from core.checks import require_fraction, require_positive
 
 
 @dataclass
 class Hyperparameters:
+    """REINFORCE with reward-to-go and a learned baseline. The defaults here are the only ones: algos/registry.py stores them as
+    the Hydra config group `algo`."""
+
     name: str = "pg"
     learning_rate: float = 1e-2  # policy Adam step size
     value_learning_rate: float = 1e-3  # baseline Adam step size
@@ -32,9 +38,9 @@ class Hyperparameters:
     max_grad_norm: float = 1.0
 
     def __post_init__(self):
-        common.require_positive(self, "learning_rate", "value_learning_rate", "value_iters", "num_steps",
+        require_positive(self, "learning_rate", "value_learning_rate", "value_iters", "num_steps",
                                 "max_grad_norm")
-        common.require_fraction(self, "gamma")
+        require_fraction(self, "gamma")
 
 
 def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -43,7 +49,10 @@ def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor) -> torch.Ten
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    hp, run, agent, rollout, num_updates = common.setup(cfg, "pg", Hyperparameters, run_dir)
+    config = check_config(cfg, Hyperparameters)
+    hp = config.algo
+    run = start_run(config, "pg", run_dir, Segments(hp.num_steps, hp.gamma), kl_target=None)
+    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
     policy_opt = torch.optim.Adam(agent.actor_parameters(), lr=hp.learning_rate)
     value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
     first_update, state = run.start({"policy": policy_opt, "value": value_opt}, {})
@@ -52,7 +61,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         batch = rollout.collect(gae_lambda=1.0)  # lambda = 1: returns are the reward-to-go G_t
         adv = batch.advantages
         if hp.norm_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = normalize_advantages(adv)
 
         logprob, entropy, _ = agent.evaluate(batch.obs, batch.actions)
         pg_loss = reinforce_loss(logprob, adv)
@@ -62,15 +71,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         policy_opt.step()
 
         for _ in range(hp.value_iters):
-            v_loss = 0.5 * ((agent.value(batch.obs) - batch.returns) ** 2).mean()
+            v_loss = value_loss(agent.value(batch.obs), batch.returns)
             value_opt.zero_grad()
             v_loss.backward()
             value_opt.step()
 
-        run.end_update(update, {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-                                 "losses/entropy": entropy.mean().item(), "charts/learning_rate": hp.learning_rate,
-                                 "losses/explained_variance": common.explained_variance(batch.values, batch.returns)},
-                       state)
+        run.end_update(update, {
+            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
+            "losses/entropy": entropy.mean().item(), "charts/learning_rate": hp.learning_rate,
+            "charts/value_learning_rate": hp.value_learning_rate,
+            "losses/explained_variance": explained_variance(batch.values, batch.returns),
+        }, state)
     return run.finish(state)
 
 

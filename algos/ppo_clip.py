@@ -18,14 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from algos import common
+from algos.losses import approx_kl, explained_variance, normalize_advantages, value_loss
+from algos.run import Segments, start_run
+from algos.settings import check_config
+from core.agent import PretrainingAgent
+from core.checks import require, require_choice, require_fraction, require_positive
 
 
 @dataclass
 class Hyperparameters:
+    """PPO-clip, CleanRL ppo.py defaults. The defaults here are the only ones: algos/registry.py stores them as
+    the Hydra config group `algo`."""
+
     name: str = "ppo_clip"
     learning_rate: float = 2.5e-4  # Adam step size at the start (annealed linearly to 0 if anneal_lr)
     anneal_lr: bool = True
@@ -48,13 +54,13 @@ class Hyperparameters:
     ptx_batch_size: int = 16  # pre-training sequences per minibatch when ptx_coef > 0
 
     def __post_init__(self):
-        common.require_choice(self, "minibatch_by", ("sample", "env"))
-        common.require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches",
+        require_choice(self, "minibatch_by", ("sample", "env"))
+        require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches",
                                 "update_epochs", "clip_coef", "max_grad_norm")
-        common.require_fraction(self, "gamma", "gae_lambda")
-        common.require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
-        common.require(self.target_kl is None or self.target_kl > 0, f"algo.target_kl={self.target_kl} must be > 0")
-        common.require(self.ptx_coef >= 0 and self.ptx_batch_size > 0,
+        require_fraction(self, "gamma", "gae_lambda")
+        require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
+        require(self.target_kl is None or self.target_kl > 0, f"algo.target_kl={self.target_kl} must be > 0")
+        require(self.ptx_coef >= 0 and self.ptx_batch_size > 0,
                        "algo.ptx_coef must be >= 0 and algo.ptx_batch_size > 0")
 
 
@@ -65,23 +71,13 @@ def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_c
     return -torch.min(unclipped, clipped).mean()
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-               clip_coef: float | None) -> torch.Tensor:
-    """0.5 (V - V^targ)^2; with clip_coef, the pessimistic max with V_old + clip(V - V_old, +-clip_coef)."""
-    if clip_coef is None:
-        return 0.5 * F.mse_loss(values, returns)
-    clipped = old_values + torch.clamp(values - old_values, -clip_coef, clip_coef)
-    return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
-
-
-def approx_kl(logratio: torch.Tensor) -> torch.Tensor:
-    """KL(pi_old || pi) estimated as E[(r - 1) - log r] (Schulman's k3 estimator: unbiased, always >= 0)."""
-    return ((logratio.exp() - 1) - logratio).mean()
-
-
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_clip", Hyperparameters, run_dir)
-    common.require(not hp.ptx_coef or hasattr(agent, "pretraining_loss"),
+    config = check_config(cfg, Hyperparameters)
+    hp = config.algo
+    run = start_run(config, "ppo_clip", run_dir, Segments(hp.num_steps, hp.gamma, hp.num_minibatches,
+                                                          hp.minibatch_by), kl_target=hp.target_kl)
+    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
+    require(not hp.ptx_coef or isinstance(agent, PretrainingAgent),
                    f"algo.ptx_coef={hp.ptx_coef} (PPO-ptx) needs an agent with pre-training data, such as the text "
                    f"agent; this env's agent has none: set algo.ptx_coef=0")
     params = list(agent.parameters())
@@ -103,14 +99,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 ratio = logratio.exp()
                 adv = batch.advantages[idx]
                 if hp.norm_adv:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                    adv = normalize_advantages(adv)
 
                 pg_loss = clipped_surrogate_loss(ratio, adv, clip)
-                v_loss = value_loss(values, batch.values[idx], batch.returns[idx], clip if hp.clip_vloss else None)
+                v_loss = value_loss(values, batch.returns[idx], batch.values[idx], clip if hp.clip_vloss else None)
                 entropy_loss = entropy.mean()
                 loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
                 if hp.ptx_coef:
-                    ptx_loss = agent.pretraining_loss(hp.ptx_batch_size)
+                    ptx_loss = agent.pretraining_loss(hp.ptx_batch_size)  # type: ignore[attr-defined]
                     loss = loss + hp.ptx_coef * ptx_loss
 
                 optimizer.zero_grad()
@@ -131,7 +127,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
             "losses/entropy": entropy_loss.item(), "losses/approx_kl": kl.item(),
             "losses/clipfrac": torch.stack(clipfracs).mean().item(), "charts/learning_rate": lr,
-            "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
+            "losses/explained_variance": explained_variance(batch.values, batch.returns),
             **({"losses/ptx_loss": ptx_loss.item()} if hp.ptx_coef else {}),
         }, state)
     return run.finish(state)

@@ -16,11 +16,18 @@ import torch
 from omegaconf import DictConfig
 from torch.distributions import kl_divergence
 
-from algos import common
+from algos.losses import explained_variance, normalize_advantages, value_loss
+from algos.networks import slice_distribution
+from algos.run import Segments, start_run
+from algos.settings import check_config
+from core.checks import require, require_choice, require_fraction, require_positive
 
 
 @dataclass
 class Hyperparameters:
+    """PPO with the adaptive KL penalty. The defaults here are the only ones: algos/registry.py stores them as
+    the Hydra config group `algo`."""
+
     name: str = "ppo_penalty"
     learning_rate: float = 3e-4
     anneal_lr: bool = True
@@ -39,11 +46,11 @@ class Hyperparameters:
     max_grad_norm: float = 0.5
 
     def __post_init__(self):
-        common.require_choice(self, "minibatch_by", ("sample", "env"))
-        common.require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches", "update_epochs",
+        require_choice(self, "minibatch_by", ("sample", "env"))
+        require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches", "update_epochs",
                                 "target_kl", "init_beta", "max_grad_norm")
-        common.require_fraction(self, "gamma", "gae_lambda")
-        common.require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
+        require_fraction(self, "gamma", "gae_lambda")
+        require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
 
 
 def kl_penalty_loss(ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor, beta: float) -> torch.Tensor:
@@ -61,7 +68,11 @@ def adapt_beta(beta: float, kl: float, target_kl: float) -> float:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    hp, run, agent, rollout, num_updates = common.setup(cfg, "ppo_penalty", Hyperparameters, run_dir)
+    config = check_config(cfg, Hyperparameters)
+    hp = config.algo
+    run = start_run(config, "ppo_penalty", run_dir, Segments(hp.num_steps, hp.gamma, hp.num_minibatches,
+                                                             hp.minibatch_by), kl_target=hp.target_kl)
+    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
     first_update, state = run.start({"optimizer": optimizer}, {"beta": hp.init_beta})
@@ -80,11 +91,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 ratio = torch.exp(logprob - batch.logprobs[idx])
                 adv = batch.advantages[idx]
                 if hp.norm_adv:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                kl = kl_divergence(common.slice_distribution(old_dist, idx), agent.distribution(batch.obs[idx]))
+                    adv = normalize_advantages(adv)
+                kl = kl_divergence(slice_distribution(old_dist, idx), agent.distribution(batch.obs[idx]))
 
                 pg_loss = kl_penalty_loss(ratio, adv, kl, beta)
-                v_loss = 0.5 * ((values - batch.returns[idx]) ** 2).mean()
+                v_loss = value_loss(values, batch.returns[idx])
                 loss = pg_loss - hp.ent_coef * entropy.mean() + hp.vf_coef * v_loss
 
                 optimizer.zero_grad()
@@ -99,7 +110,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
             "losses/entropy": entropy.mean().item(), "losses/approx_kl": measured_kl, "losses/kl_beta": beta_used,
             "charts/learning_rate": lr,
-            "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
+            "losses/explained_variance": explained_variance(batch.values, batch.returns),
         }, {"beta": beta})
     return run.finish({"beta": beta})
 

@@ -21,7 +21,6 @@ the same Q-based advantages, several epochs per batch of samples.
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,16 +29,70 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from algos import common
+from algos.discriminator import Discriminator
 from algos.ppo_clip import clipped_surrogate_loss
+from algos.run import seed_everything
+from algos.seqgan_run import SeqGANRun, evaluate_generator, schedule
+from algos.settings import check_config
+from core.checks import require, require_choice, require_positive
+from envs import make_sequence_task
 from envs.sequences import (LSTMLanguageModel, SequenceTask, TransformerLanguageModel, evaluating, generate,
                             token_log_likelihoods)
 
-log = logging.getLogger("tokengym")
+
+# ------------------------------------------------------------------------------------------------- losses
+def discriminator_loss(disc: Discriminator, sequences: torch.Tensor, labels: torch.Tensor, l2: float) -> torch.Tensor:
+    """Eq. 5 as cross-entropy, plus the SeqGAN code's l2 * (||W||^2 + ||b||^2) / 2 on the output layer."""
+    penalty = sum(p.pow(2).sum() for p in disc.output.parameters()) / 2
+    return F.cross_entropy(disc(sequences), labels) + l2 * penalty
+
+
+def mle_loss(generator: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
+    return -token_log_likelihoods(generator.logits(sequences), sequences).mean()
+
+
+def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """-sum_t log G(y_t | Y_1:t-1) Q_t (eq. 8), summed over batch and positions as in the authors' code."""
+    return -(log_probs * advantages).sum()
+
+
+def advantages(rewards: torch.Tensor, baseline: bool) -> torch.Tensor:
+    return rewards - rewards.mean(0, keepdim=True) if baseline else rewards
+
+
+# ------------------------------------------------------------------------------------------- rewards (eq. 4)
+def monte_carlo_rewards(rollout_policy: nn.Module, disc: Discriminator, sequences: torch.Tensor,
+                        rollout_num: int) -> torch.Tensor:
+    """[B, T] Q(Y_1:t-1, y_t): for t < T the mean D over `rollout_num` completions of Y_1:t by the rollout
+    policy, all N copies of the batch completed in one batch; for t = T, D(Y_1:T) itself."""
+    batch, length = sequences.shape
+    copies = sequences.repeat(rollout_num, 1)
+    rewards = torch.empty(batch, length)
+    with evaluating(rollout_policy):
+        for t in range(1, length):
+            completed = rollout_policy.complete(copies[:, :t], length)
+            rewards[:, t - 1] = disc.prob_real(completed).view(rollout_num, batch).mean(0)
+    rewards[:, -1] = disc.prob_real(sequences)
+    return rewards
+
+
+@torch.no_grad()
+def update_rollout_policy(rollout_policy: nn.Module, generator: nn.Module, rate: float) -> None:
+    """beta <- rate * beta + (1 - rate) * theta; embedding tables are copied outright (the authors' code)."""
+    for (name, beta), theta in zip(rollout_policy.named_parameters(), generator.parameters()):
+        module = rollout_policy.get_submodule(name.rsplit(".", 1)[0]) if "." in name else rollout_policy
+        if isinstance(module, nn.Embedding):
+            beta.copy_(theta)
+        else:
+            beta.mul_(rate).add_(theta, alpha=1 - rate)
 
 
 @dataclass
 class Hyperparameters:
+    """The settings of the authors' code (sequence_gan.py, discriminator.py, rollout.py). A run's length is
+    set by the epoch counts below; total_timesteps does not apply. The defaults here are the only ones: algos/registry.py stores them as
+    the Hydra config group `algo`."""
+
     name: str = "seqgan"
     generator: str = "lstm"  # "lstm" (the paper's) or "transformer" (GPT-2 style; a text task's base LM if it has one)
     embedding_dim: int = 32
@@ -71,109 +124,23 @@ class Hyperparameters:
                                   # from its generator, discriminator and optimisers (variants compared paired)
 
     def __post_init__(self):
-        common.require_choice(self, "generator", ("lstm", "transformer"))
-        common.require_choice(self, "generator_update", ("pg", "ppo"))
-        common.require_positive(self, "embedding_dim", "hidden_dim", "gen_learning_rate", "grad_clip", "batch_size",
+        require_choice(self, "generator", ("lstm", "transformer"))
+        require_choice(self, "generator_update", ("pg", "ppo"))
+        require_positive(self, "embedding_dim", "hidden_dim", "gen_learning_rate", "grad_clip", "batch_size",
                                 "dis_embedding_dim", "dis_learning_rate", "dis_epochs", "dis_rounds", "rollout_num",
                                 "ppo_epochs", "clip_coef", "eval_every")
-        common.require(min(self.pretrain_epochs, self.dis_pretrain_rounds, self.adversarial_epochs) >= 0,
+        require(min(self.pretrain_epochs, self.dis_pretrain_rounds, self.adversarial_epochs) >= 0,
                        "algo.pretrain_epochs, algo.dis_pretrain_rounds and algo.adversarial_epochs must be >= 0")
-        common.require(len(self.dis_filter_sizes) == len(self.dis_num_filters) > 0
+        require(len(self.dis_filter_sizes) == len(self.dis_num_filters) > 0
                        and min(self.dis_filter_sizes + self.dis_num_filters) > 0,
                        f"algo.dis_filter_sizes={self.dis_filter_sizes} and algo.dis_num_filters="
                        f"{self.dis_num_filters} must be positive lists of the same length")
-        common.require(0 <= self.dis_dropout < 1 and 0 <= self.rollout_update_rate <= 1 and self.dis_l2 >= 0,
+        require(0 <= self.dis_dropout < 1 and 0 <= self.rollout_update_rate <= 1 and self.dis_l2 >= 0,
                        "algo.dis_dropout must be in [0, 1), algo.rollout_update_rate in [0, 1], algo.dis_l2 >= 0")
-        common.require(self.num_negatives is None or self.num_negatives > 0, "algo.num_negatives must be > 0")
-
-
-# ---------------------------------------------------------------------------------------------- discriminator
-class Highway(nn.Module):
-    """y = t * relu(W_H x) + (1 - t) * x, t = sigmoid(W_T x + b_T) (Srivastava et al. 2015); b_T starts at -2
-    as in the SeqGAN code, so the layer starts close to the identity."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.transform, self.gate = nn.Linear(size, size), nn.Linear(size, size)
-        nn.init.constant_(self.gate.bias, -2.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = torch.sigmoid(self.gate(x))
-        return t * F.relu(self.transform(x)) + (1 - t) * x
-
-
-class Discriminator(nn.Module):
-    """The CNN text classifier of Kim 2014 as SeqGAN uses it: embeddings, one convolution per window size with
-    ReLU and max-over-time pooling, a highway layer, dropout, and two-class logits (generated, real)."""
-
-    def __init__(self, vocab_size: int, length: int, embedding_dim: int, filter_sizes: list[int],
-                 num_filters: list[int], dropout: float):
-        super().__init__()
-        common.require(max(filter_sizes) <= length, f"algo.dis_filter_sizes={filter_sizes}: a window is longer than "
-                                                    f"the {length}-token sequences; drop the sizes above {length}")
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, n, k) for k, n in zip(filter_sizes, num_filters))
-        self.highway = Highway(sum(num_filters))
-        self.dropout = nn.Dropout(dropout)
-        self.output = nn.Linear(sum(num_filters), 2)
-
-    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-        x = self.embedding(sequences).transpose(1, 2)  # [B, E, T]
-        pooled = torch.cat([F.relu(conv(x)).amax(2) for conv in self.convs], 1)
-        return self.output(self.dropout(self.highway(pooled)))
-
-    def prob_real(self, sequences: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        with evaluating(self):
-            return torch.cat([torch.softmax(self(chunk), 1)[:, 1] for chunk in sequences.split(batch_size)])
-
-
-def discriminator_loss(disc: Discriminator, sequences: torch.Tensor, labels: torch.Tensor, l2: float) -> torch.Tensor:
-    """Eq. 5 as cross-entropy, plus the SeqGAN code's l2 * (||W||^2 + ||b||^2) / 2 on the output layer."""
-    penalty = sum(p.pow(2).sum() for p in disc.output.parameters()) / 2
-    return F.cross_entropy(disc(sequences), labels) + l2 * penalty
-
-
-# ------------------------------------------------------------------------------------------- rewards (eq. 4)
-def monte_carlo_rewards(rollout_policy: nn.Module, disc: Discriminator, sequences: torch.Tensor,
-                        rollout_num: int) -> torch.Tensor:
-    """[B, T] Q(Y_1:t-1, y_t): for t < T the mean D over `rollout_num` completions of Y_1:t by the rollout
-    policy, all N copies of the batch completed in one batch; for t = T, D(Y_1:T) itself."""
-    batch, length = sequences.shape
-    copies = sequences.repeat(rollout_num, 1)
-    rewards = torch.empty(batch, length)
-    with evaluating(rollout_policy):
-        for t in range(1, length):
-            completed = rollout_policy.complete(copies[:, :t], length)
-            rewards[:, t - 1] = disc.prob_real(completed).view(rollout_num, batch).mean(0)
-    rewards[:, -1] = disc.prob_real(sequences)
-    return rewards
-
-
-@torch.no_grad()
-def update_rollout_policy(rollout_policy: nn.Module, generator: nn.Module, rate: float) -> None:
-    """beta <- rate * beta + (1 - rate) * theta; embedding tables are copied outright (the authors' code)."""
-    for (name, beta), theta in zip(rollout_policy.named_parameters(), generator.parameters()):
-        module = rollout_policy.get_submodule(name.rsplit(".", 1)[0]) if "." in name else rollout_policy
-        if isinstance(module, nn.Embedding):
-            beta.copy_(theta)
-        else:
-            beta.mul_(rate).add_(theta, alpha=1 - rate)
+        require(self.num_negatives is None or self.num_negatives > 0, "algo.num_negatives must be > 0")
 
 
 # -------------------------------------------------------------------------------------------- generator steps
-def mle_loss(generator: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
-    return -token_log_likelihoods(generator.logits(sequences), sequences).mean()
-
-
-def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """-sum_t log G(y_t | Y_1:t-1) Q_t (eq. 8), summed over batch and positions as in the authors' code."""
-    return -(log_probs * advantages).sum()
-
-
-def advantages(rewards: torch.Tensor, baseline: bool) -> torch.Tensor:
-    return rewards - rewards.mean(0, keepdim=True) if baseline else rewards
-
-
 def generator_step(generator: nn.Module, optimizer: torch.optim.Optimizer, samples: torch.Tensor,
                    rewards: torch.Tensor, hp: Hyperparameters) -> float:
     adv = advantages(rewards, hp.baseline)
@@ -228,119 +195,11 @@ def make_generator(task: SequenceTask, hp: Hyperparameters) -> nn.Module:
     return TransformerLanguageModel.fresh(task.vocab_size, task.length, task.start_token, width=hp.hidden_dim * 2)
 
 
-def schedule(hp: Hyperparameters) -> list[tuple[str, int]]:
-    """Algorithm 1 as a flat list of units, so a resumed run continues at the unit after its checkpoint."""
-    return ([("mle", e) for e in range(hp.pretrain_epochs)] + [("dis", r) for r in range(hp.dis_pretrain_rounds)]
-            + [("adversarial", k) for k in range(hp.adversarial_epochs)])
-
-
-class SeqGANRun(common.RunFolder):
-    """The run folder of SeqGAN; the checkpoint holds the three networks, their optimisers and the metric
-    history. The x-axis counts the units of Algorithm 1 done: MLE epochs, then discriminator pre-training
-    rounds, then adversarial epochs."""
-
-    def __init__(self, cfg: DictConfig, run_dir: Path, modules: dict[str, nn.Module],
-                 optimizers: dict[str, torch.optim.Optimizer], pretraining_units: int):
-        super().__init__(cfg, "seqgan", run_dir)
-        self.modules, self.optimizers, self.pretraining_units = modules, optimizers, pretraining_units
-        self.history: list[dict] = []
-
-    def start(self, init_from: str | None) -> int:
-        """The unit to run first: 0 for a new run, the checkpoint's next unit when resuming, the first
-        adversarial unit when starting from another run's pre-training."""
-        next_unit, resuming = 0, self.checkpoint_path.exists()
-        if resuming:
-            checkpoint = self._restore(self.checkpoint_path)
-            torch.set_rng_state(checkpoint["torch_rng"])
-            next_unit, self.wall_before = checkpoint["meta"]["next_unit"], checkpoint["meta"]["wall_clock_s"]
-            log.info("resuming %s at unit %d", self.checkpoint_path, next_unit)
-        elif init_from is not None:
-            next_unit = self._start_from_pretraining(Path(init_from))
-        self.open(purge_step=next_unit + 1 if resuming else None)
-        if init_from is not None and not resuming:  # the pre-training curve, so this run's plots are whole
-            for entry in self.history:
-                self.log(entry["step"], {f"seqgan/{k}": v for k, v in entry.items()
-                                         if k not in ("step", "phase", "wall_clock_s")})
-        return next_unit
-
-    def _start_from_pretraining(self, folder: Path) -> int:
-        path = folder / "checkpoint.pt"
-        if not path.exists():
-            raise common.ConfigError(f"algo.init_from={folder}: no checkpoint.pt there; give a SeqGAN run "
-                                     f"folder that finished pre-training (e.g. one run with adversarial_epochs=0)")
-        units = self._restore(path)["meta"]["next_unit"]
-        if units != self.pretraining_units:
-            raise common.ConfigError(
-                f"algo.init_from={folder}: its checkpoint is at unit {units}, not at the end of pre-training "
-                f"(unit {self.pretraining_units}); give a run made with algo.adversarial_epochs=0 and this run's "
-                f"pretrain_epochs and dis_pretrain_rounds")
-        log.info("starting adversarial training from the pre-training in %s", folder)
-        return self.pretraining_units
-
-    def _restore(self, path: Path) -> dict:
-        checkpoint = self.load(path)
-        try:
-            for name, module in self.modules.items():
-                module.load_state_dict(checkpoint["modules"][name])
-        except RuntimeError as err:
-            raise common.CheckpointError(f"{path} was saved by networks of another shape ({str(err)[:300]}); "
-                                         f"use that run's own algo settings") from None
-        missing = sorted(set(self.optimizers) - set(checkpoint["optimizers"]))
-        if missing:
-            raise common.CheckpointError(f"{path} holds no state for the optimiser(s) {', '.join(missing)}: it was "
-                                         f"written by another version of algos/seqgan.py; start a new run")
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(checkpoint["optimizers"][name])
-        self.history = checkpoint["history"]
-        return checkpoint
-
-    def log(self, step: int, scalars: dict[str, float]) -> None:
-        self.check_finite(f"step {step}", scalars)
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
-
-    def record(self, step: int, phase: str, metrics: dict[str, float], samples: list[str] | None) -> None:
-        self.history.append({"step": step, "phase": phase, "wall_clock_s": round(self.wall_clock(), 1), **metrics})
-        self.log(step, {f"seqgan/{k}": v for k, v in metrics.items()})
-        if samples:
-            self.writer.add_text("seqgan/samples", "\n".join(f"- `{s}`" for s in samples), step)
-        log.info("%s step %d: %s", phase, step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-
-    def end_unit(self, next_unit: int, total_units: int) -> None:
-        if self.checkpoint_due():
-            self.save(next_unit)
-        self.stop_if_signalled("unit", next_unit, total_units)
-
-    def save(self, next_unit: int) -> None:
-        self.write_checkpoint({"next_unit": next_unit}, {
-            "modules": {name: m.state_dict() for name, m in self.modules.items()},
-            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
-            "torch_rng": torch.get_rng_state(), "history": self.history})
-
-    def finish(self, total_units: int, task: SequenceTask) -> dict:
-        self.save(total_units)
-        final = self.history[-1]
-        return self.write_summary({
-            "wall_clock_s": round(self.wall_clock(), 1), "final": final, "history": self.history,
-            "eval": {"mean": final[task.headline], "metric": task.headline, "lower_is_better": task.lower_is_better}})
-
-
-def evaluate_generator(run: SeqGANRun, generator: nn.Module, task: SequenceTask, step: int, phase: str) -> None:
-    """Metrics of fresh samples, drawn from their own random stream so that evaluating leaves training (and a
-    resumed run) unchanged."""
-    with torch.random.fork_rng():
-        torch.manual_seed(run.cfg.seed * 100_003 + step)
-        samples = generate(generator, task.num_eval, task.length)
-    shown = task.decode(samples[:10]) if task.decode else [" ".join(map(str, s)) for s in samples[:3].tolist()]
-    run.record(step, phase, task.metrics(samples), shown)
-
-
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    from envs import make_sequence_task
-
-    hp = common.check_config(cfg, Hyperparameters)
-    common.seed_everything(cfg.seed, cfg.torch_threads)
-    task = make_sequence_task(cfg.env)
+    config = check_config(cfg, Hyperparameters)
+    hp = config.algo
+    seed_everything(config.run.seed, config.run.torch_threads)
+    task = make_sequence_task(config.env)
     generator = make_generator(task, hp)
     rollout_policy = copy.deepcopy(generator).requires_grad_(False)
     disc = Discriminator(task.vocab_size, task.length, hp.dis_embedding_dim, hp.dis_filter_sizes,
@@ -350,8 +209,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     mle_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
     adv_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
     dis_opt = torch.optim.Adam(disc.parameters(), lr=hp.dis_learning_rate)
-    units = schedule(hp)
-    run = SeqGANRun(cfg, run_dir, {"generator": generator, "rollout": rollout_policy, "discriminator": disc},
+    units = schedule(hp.pretrain_epochs, hp.dis_pretrain_rounds, hp.adversarial_epochs)
+    run = SeqGANRun(config, run_dir, {"generator": generator, "rollout": rollout_policy, "discriminator": disc},
                     {"generator_mle": mle_opt, "generator_adversarial": adv_opt, "discriminator": dis_opt},
                     hp.pretrain_epochs + hp.dis_pretrain_rounds)
     first = run.start(hp.init_from)

@@ -36,7 +36,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from algos.cli import CONF_DIR, check_algo_keys
-from algos.common import ConfigError
+from core.errors import ConfigError
 
 STATUS_FILE = "job_status.txt"
 

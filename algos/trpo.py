@@ -18,14 +18,22 @@ from typing import Callable
 
 import torch
 from omegaconf import DictConfig
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution, kl_divergence
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from algos import common
+from algos.losses import explained_variance, normalize_advantages, value_loss
+from algos.rollout import Batch
+from algos.run import Segments, start_run
+from algos.settings import check_config
+from core.agent import AgentContract
+from core.checks import require, require_choice, require_fraction, require_positive
 
 
 @dataclass
 class Hyperparameters:
+    """TRPO; the trust region and conjugate gradient of section 6 and appendix C. The defaults here are the only ones: algos/registry.py stores them as
+    the Hydra config group `algo`."""
+
     name: str = "trpo"
     max_kl: float = 0.01  # delta, the trust region's size in nats
     cg_iters: int = 15
@@ -42,11 +50,11 @@ class Hyperparameters:
     norm_adv: bool = True
 
     def __post_init__(self):
-        common.require_choice(self, "minibatch_by", ("sample", "env"))
-        common.require_positive(self, "max_kl", "cg_iters", "cg_damping", "backtrack_iters",
+        require_choice(self, "minibatch_by", ("sample", "env"))
+        require_positive(self, "max_kl", "cg_iters", "cg_damping", "backtrack_iters",
                                 "value_learning_rate", "value_epochs", "num_minibatches", "num_steps")
-        common.require(0 < self.backtrack_coef < 1, f"algo.backtrack_coef={self.backtrack_coef} must lie in (0, 1)")
-        common.require_fraction(self, "gamma", "gae_lambda")
+        require(0 < self.backtrack_coef < 1, f"algo.backtrack_coef={self.backtrack_coef} must lie in (0, 1)")
+        require_fraction(self, "gamma", "gae_lambda")
 
 
 def flat_grad(output: torch.Tensor, params: list[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
@@ -100,51 +108,66 @@ def backtracking_line_search(surrogate_and_kl: Callable[[torch.Tensor], tuple[fl
     return x0, iters
 
 
+def surrogate_and_kl(agent: AgentContract, batch: Batch, advantages: torch.Tensor,
+                     old_dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+    """At the agent's current parameters: the surrogate L(theta) = E[pi_theta(a|s) / pi_old(a|s) * A] and the
+    mean KL_bar(theta) = E_s[KL(pi_old(.|s) || pi_theta(.|s))], both differentiable."""
+    dist = agent.distribution(batch.obs)
+    ratio = torch.exp(dist.log_prob(batch.actions) - batch.logprobs)
+    return (ratio * advantages).mean(), kl_divergence(old_dist, dist).mean()
+
+
+def mean_kl(agent: AgentContract, obs: torch.Tensor, old_dist: Distribution) -> torch.Tensor:
+    """KL_bar(theta) alone, differentiable (the Fisher-vector product's function)."""
+    return kl_divergence(old_dist, agent.distribution(obs)).mean()
+
+
+def fisher_vector_product(mean_kl: Callable[[], torch.Tensor], params: list[torch.Tensor], v: torch.Tensor,
+                          damping: float) -> torch.Tensor:
+    """(F + damping I) v, F the Hessian of KL_bar at the current parameters (the Fisher matrix), by a double
+    backward: F v = grad((grad KL_bar) . v). PyTorch's fused attention kernels have no double backward, so
+    attention (in a transformer policy) runs through the plain math kernel here."""
+    with sdpa_kernel(SDPBackend.MATH):
+        grad_kl = flat_grad(mean_kl(), params, create_graph=True)
+        return flat_grad(grad_kl @ v, params) + damping * v
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    hp, run, agent, rollout, num_updates = common.setup(cfg, "trpo", Hyperparameters, run_dir)
+    config = check_config(cfg, Hyperparameters)
+    hp = config.algo
+    run = start_run(config, "trpo", run_dir, Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
+                    kl_target=hp.max_kl)
+    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
     value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
     policy_params = agent.actor_parameters()
     first_update, state = run.start({"value": value_opt}, {})
 
     for update in range(first_update, num_updates):
         batch = rollout.collect(hp.gae_lambda)
-        adv = batch.advantages
-        if hp.norm_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = normalize_advantages(batch.advantages) if hp.norm_adv else batch.advantages
         with torch.no_grad():
             old_dist = agent.distribution(batch.obs)
 
-        def surrogate_and_kl_at_current():
-            dist = agent.distribution(batch.obs)
-            ratio = torch.exp(dist.log_prob(batch.actions) - batch.logprobs)
-            return (ratio * adv).mean(), kl_divergence(old_dist, dist).mean()
-
-        def surrogate_and_kl(x: torch.Tensor) -> tuple[float, float]:
+        def objective_at(x: torch.Tensor) -> tuple[float, float]:
             set_flat_params(x, policy_params)
             with torch.no_grad():
-                surrogate, kl = surrogate_and_kl_at_current()
+                surrogate, kl = surrogate_and_kl(agent, batch, adv, old_dist)
             return surrogate.item(), kl.item()
 
-        def fisher_vector_product(v: torch.Tensor) -> torch.Tensor:
-            # A double backward: PyTorch's fused attention kernels have none, so attention (in a transformer
-            # policy) runs through the plain math kernel here.
-            with sdpa_kernel(SDPBackend.MATH):
-                kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean()
-                grad_kl = flat_grad(kl, policy_params, create_graph=True)
-                return flat_grad(grad_kl @ v, policy_params) + hp.cg_damping * v
+        def fvp(v: torch.Tensor) -> torch.Tensor:
+            return fisher_vector_product(lambda: mean_kl(agent, batch.obs, old_dist), policy_params, v, hp.cg_damping)
 
-        surrogate, _ = surrogate_and_kl_at_current()
-        g = flat_grad(surrogate, policy_params)
-        direction = conjugate_gradient(fisher_vector_product, g, hp.cg_iters)
-        full_step = torch.sqrt(2 * hp.max_kl / (direction @ fisher_vector_product(direction))) * direction
+        g = flat_grad(surrogate_and_kl(agent, batch, adv, old_dist)[0], policy_params)
+        direction = conjugate_gradient(fvp, g, hp.cg_iters)
+        full_step = torch.sqrt(2 * hp.max_kl / (direction @ fvp(direction))) * direction
         x0 = flat_params(policy_params)
-        x, steps = backtracking_line_search(surrogate_and_kl, x0, full_step, hp.max_kl, hp.backtrack_coef,
+        x, steps = backtracking_line_search(objective_at, x0, full_step, hp.max_kl, hp.backtrack_coef,
                                             hp.backtrack_iters)
-        new_surrogate, kl = surrogate_and_kl(x)  # also leaves the policy at the accepted parameters
+        new_surrogate, kl = objective_at(x)  # also leaves the policy at the accepted parameters
 
         for _ in range(hp.value_epochs):
             for idx in batch.minibatch_indices(hp.num_minibatches, hp.minibatch_by):
-                v_loss = 0.5 * ((agent.value(batch.obs[idx]) - batch.returns[idx]) ** 2).mean()
+                v_loss = value_loss(agent.value(batch.obs[idx]), batch.returns[idx])
                 value_opt.zero_grad()
                 v_loss.backward()
                 value_opt.step()
@@ -154,8 +177,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         run.end_update(update, {
             "losses/policy_loss": -new_surrogate, "losses/value_loss": v_loss.item(), "losses/entropy": entropy.item(),
             "losses/approx_kl": kl, "losses/line_search_steps": steps,
-            "charts/learning_rate": hp.value_learning_rate,
-            "losses/explained_variance": common.explained_variance(batch.values, batch.returns),
+            "charts/value_learning_rate": hp.value_learning_rate,
+            "losses/explained_variance": explained_variance(batch.values, batch.returns),
         }, state)
     return run.finish(state)
 

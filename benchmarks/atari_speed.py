@@ -56,8 +56,10 @@ def run_ours(seed: int, steps: int, threads: int) -> dict:
     from hydra import compose, initialize_config_dir
 
     import envs.atari
-    from algos import common, ppo_clip
+    from algos import networks, ppo_clip, rollout, run
+    from algos.registry import store_algorithm_defaults
 
+    store_algorithm_defaults()
     watch = Stopwatch()
     make_envs = envs.atari.make_vector_env
 
@@ -67,9 +69,9 @@ def run_ours(seed: int, steps: int, threads: int) -> dict:
         return vector_env
 
     envs.atari.make_vector_env = timed_envs
-    common.Agent.act = watch.wrap("forward", common.Agent.act)
-    common.Rollout.collect = watch.wrap("rollout", common.Rollout.collect)
-    common.evaluate_policy = lambda agent, env_cfg, episodes, seed: np.zeros(episodes)  # speed only: no evaluation
+    networks.Agent.act = watch.wrap("forward", networks.Agent.act)
+    rollout.Rollout.collect = watch.wrap("rollout", rollout.Rollout.collect)
+    run.evaluate_policy = lambda agent, env, episodes, seed: np.zeros(episodes)  # speed only: no evaluation
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["algo=ppo_clip", "env=breakout", f"seed={seed}",
                                                        f"total_timesteps={steps}", "checkpoint_interval_s=1e9",
@@ -109,10 +111,12 @@ def arithmetic_rates(threads: int, minibatch: int = 256) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from algos import common
+    from algos.networks import make_agent
+    from algos.settings import NetSettings
 
     torch.set_num_threads(threads)
-    agent = common.make_agent(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4), {})
+    agent = make_agent(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4),
+                       NetSettings([64, 64], "tanh", False))
     obs = torch.randint(0, 256, (minibatch, 4, 84, 84), dtype=torch.uint8)
     actions = torch.randint(0, 4, (minibatch,))
 

@@ -30,7 +30,9 @@ def run_ours(seed: int, steps: int) -> dict:
     from hydra import compose, initialize_config_dir
 
     from algos import ppo_clip
+    from algos.registry import store_algorithm_defaults
 
+    store_algorithm_defaults()
     conf = str(Path(__file__).resolve().parent.parent / "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose(config_name="config",

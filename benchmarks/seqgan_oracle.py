@@ -30,9 +30,11 @@ from omegaconf import OmegaConf
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from algos import common, seqgan  # noqa: E402
+from algos import seqgan  # noqa: E402
+from core.checks import check_settings  # noqa: E402
+from core.files import load_checkpoint  # noqa: E402
 from benchmarks import ROOT, train_in_subprocess  # noqa: E402
-from envs import make_sequence_task  # noqa: E402
+from envs import check_env_settings, make_sequence_task  # noqa: E402
 from envs.sequences import generate  # noqa: E402
 
 AUTHORS_LOG = ROOT.parent / "shared" / "data" / "seqgan-oracle" / "experiment-log.txt"
@@ -58,9 +60,9 @@ def temperature_frontier(pre_dir: Path) -> list[dict]:
         if [row["temperature"] for row in rows] == list(TEMPERATURES):
             return rows
     cfg = OmegaConf.load(pre_dir / "config.yaml")
-    task = make_sequence_task(cfg.env)
-    generator = seqgan.make_generator(task, common.check_settings(seqgan.Hyperparameters, cfg.algo, "algo."))
-    generator.load_state_dict(common.load_checkpoint(pre_dir / "checkpoint.pt")["modules"]["generator"])
+    task = make_sequence_task(check_env_settings(cfg.env))
+    generator = seqgan.make_generator(task, check_settings(seqgan.Hyperparameters, cfg.algo, "algo."))
+    generator.load_state_dict(load_checkpoint(pre_dir / "checkpoint.pt")["modules"]["generator"])
     rows = []
     for temperature in TEMPERATURES:
         torch.manual_seed(cfg.seed)

@@ -89,9 +89,10 @@ def bar_checks(rows: dict[int, dict], best_of: dict, walls: dict[int, float]) ->
             ratio = m["perplexity_under_reference"] / base["perplexity_under_reference"]
             checks.append(f"perplexity {ratio:.2f}x the base model's samples (<= 2: {ratio <= 2})")
         if bo16:
+            kl, bo16_kl = m["kl_to_reference"], bo16["kl_to_reference"]
             checks.append(f"gold {m['gold_reward']:.3f} vs best-of-16 {bo16['gold_reward']:.3f} "
-                          f"(beats it: {m['gold_reward'] > bo16['gold_reward']}) at KL {m['kl_to_reference']:.2f} vs "
-                          f"{bo16['kl_to_reference']:.2f} (no more KL: {m['kl_to_reference'] <= bo16['kl_to_reference']})")
+                          f"(beats it: {m['gold_reward'] > bo16['gold_reward']}) at KL {kl:.2f} vs "
+                          f"{bo16_kl:.2f} (no more KL: {kl <= bo16_kl})")
         lines.append(f"- seed {seed}: " + "; ".join(checks))
     return lines
 

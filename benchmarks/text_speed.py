@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from algos.common import Rollout
+from algos.rollout import Rollout
 from envs.text.agent import TextAgent, group_by_longest
-from envs.text.env import PAD, TokenVectorEnv
-from envs.text.evaluate import left_padded
+from envs.text.env import TokenVectorEnv
 from envs.text.loading import load_causal_lm
 from envs.text.tasks import TextTask
+from envs.text.tokens import PAD, left_padded
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["the movie was", "i think it is", "a film that", "the acting is", "this is one of the"]
@@ -35,7 +35,7 @@ def build_tiny_model(folder: Path) -> str:
     """The tests' tiny GPT-2 (tests/test_text_env.py): 2 layers, 32 units, a 300-token byte-level BPE."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from envs.text.base_lm import train_tokenizer
+    from envs.text.pipeline.base_lm import train_tokenizer
 
     tokenizer = train_tokenizer(["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"]
                                 * 20, vocab_size=300, context_length=64)

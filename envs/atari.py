@@ -8,7 +8,7 @@ at a game's start, each action repeated for 4 frames with the max over the last 
 0. `FireAfterLifeLoss`: FIRE on the step after a lost life, as SB3's and CleanRL's FireResetEnv press it at each
    lost life; ale-py presses it at a game's start only, so a Breakout ball would wait for the agent to fire.
 1. `FullGameStatistics`: the raw score and length of whole games (all lives, unclipped) in
-   info["final_info"]["episode"], the layout algos/common.py reads; this is what is logged and evaluated.
+   info["final_info"]["episode"], the layout algos/rollout.py reads; this is what is logged and evaluated.
 2. `TrainingSignal`, for training only: a lost life ends the episode for the value targets while the game goes
    on (Mnih et al. 2015's use of the life counter), and rewards are clipped to their sign. ale-py's own
    `episodic_life=True` restarts the whole game at every lost life instead, so a game would last one life; and
@@ -36,20 +36,20 @@ from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorWrapper
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
-from omegaconf import DictConfig
 
-from algos.common import ConfigError, require
+from core.checks import require
+from core.errors import ConfigError
+from core.info import VectorEnvSettings
 
 gym.register_envs(ale_py)
 ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
 
 
 @dataclass
-class Settings:
-    kind: str  # "atari"
-    id: str  # an ALE id, e.g. ALE/Breakout-v5; it picks the game, the settings below do the rest
-    num_envs: int  # emulators stepped together
-    normalize_reward: bool  # divide rewards by the running std of the discounted return (off: rewards are clipped)
+class Settings(VectorEnvSettings):
+    """kind "atari": `id` is an ALE id, e.g. ALE/Breakout-v5, which picks the game; the fields below do the rest
+    (num_envs: emulators stepped together; normalize_reward is off, rewards are clipped instead)."""
+
     noop_max: int  # a game starts after a random number of no-ops below this (0: none)
     frame_skip: int  # frames per action; the observation is the max over the last two
     frame_stack: int  # frames stacked in one observation
@@ -62,7 +62,7 @@ class Settings:
     num_threads: int  # emulator threads (0: ale-py's default)
 
     def __post_init__(self):
-        require(self.num_envs > 0, f"env.num_envs={self.num_envs} must be > 0")
+        super().__post_init__()
         for name in ("frame_skip", "frame_stack", "screen_size", "max_episode_frames"):
             require(getattr(self, name) > 0, f"env.{name}={getattr(self, name)} must be > 0")
         require(self.noop_max >= 0 and self.num_threads >= 0, "env.noop_max and env.num_threads must be >= 0")
@@ -169,12 +169,12 @@ class FireOnReset(gym.Wrapper):
         return obs, info
 
 
-def python_single_env(env_cfg: DictConfig, video_folder: str | None = None) -> gym.Env:
+def python_single_env(settings: Settings, video_folder: str | None = None) -> gym.Env:
     """One game through gymnasium's Python wrappers (AtariPreprocessing, FrameStackObservation): the same
     observations as make_vector_env's emulators (tests/test_atari.py checks it step by step with no-ops off).
     With `video_folder`, its first game is recorded frame by frame as MP4 there."""
-    env = gym.make(env_cfg.id, frameskip=1, repeat_action_probability=env_cfg.repeat_action_probability,
-                   max_num_frames_per_episode=env_cfg.max_episode_frames,
+    env = gym.make(settings.id, frameskip=1, repeat_action_probability=settings.repeat_action_probability,
+                   max_num_frames_per_episode=settings.max_episode_frames,
                    render_mode="rgb_array" if video_folder else None)
     if video_folder:
         env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda episode: episode == 0,
@@ -182,39 +182,47 @@ def python_single_env(env_cfg: DictConfig, video_folder: str | None = None) -> g
     actions = env.unwrapped.get_action_meanings()
     if "FIRE" in actions:
         env = FireOnReset(env, actions.index("FIRE"))
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=env_cfg.noop_max, frame_skip=env_cfg.frame_skip,
-                                          screen_size=env_cfg.screen_size, grayscale_obs=True)
-    return gym.wrappers.FrameStackObservation(env, env_cfg.frame_stack, padding_type="zero")
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=settings.noop_max, frame_skip=settings.frame_skip,
+                                          screen_size=settings.screen_size, grayscale_obs=True)
+    return gym.wrappers.FrameStackObservation(env, settings.frame_stack, padding_type="zero")
 
 
-def make_video_env(env_cfg: DictConfig, video_folder: str) -> gym.vector.VectorEnv:
+def make_video_env(settings: Settings, video_folder: str) -> gym.vector.VectorEnv:
     """One evaluation game, recorded: the evaluation wrappers of make_vector_env over a Python-wrapped game
     (ale-py's vector env returns no screens to record)."""
-    ale_game(env_cfg.id)
-    envs = SyncVectorEnv([lambda: python_single_env(env_cfg, video_folder)], autoreset_mode=AutoresetMode.SAME_STEP)
+    ale_game(settings.id)
+    envs = SyncVectorEnv([lambda: python_single_env(settings, video_folder)], autoreset_mode=AutoresetMode.SAME_STEP)
     actions = envs.envs[0].unwrapped.get_action_meanings()
-    return game_wrappers(envs, env_cfg, actions.index("FIRE") if "FIRE" in actions else None, training=False)
+    return game_wrappers(envs, settings, actions.index("FIRE") if "FIRE" in actions else None, training=False)
 
 
-def game_wrappers(envs: gym.vector.VectorEnv, env_cfg: DictConfig, fire_action: int | None,
+def game_wrappers(envs: gym.vector.VectorEnv, settings: Settings, fire_action: int | None,
                   training: bool) -> gym.vector.VectorEnv:
-    if env_cfg.fire_on_life_loss and fire_action is not None:
+    if settings.fire_on_life_loss and fire_action is not None:
         envs = FireAfterLifeLoss(envs, fire_action)
-    return TrainingSignal(FullGameStatistics(envs), life_loss=training and env_cfg.episodic_life,
-                          clip=training and env_cfg.clip_rewards)
+    return TrainingSignal(FullGameStatistics(envs), life_loss=training and settings.episodic_life,
+                          clip=training and settings.clip_rewards)
 
 
-def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.vector.VectorEnv:
+class SeedList(VectorWrapper):
+    """Gymnasium's vector API takes one seed per sub-environment as a list of ints (equal seeds, equal starts: the
+    group algorithms' grouped resets); ale-py's AtariVectorEnv takes them as an array."""
+
+    def reset(self, *, seed=None, options=None):
+        return self.env.reset(seed=np.asarray(seed) if isinstance(seed, list) else seed, options=options)
+
+
+def make_vector_env(settings: Settings, num_envs: int, training: bool) -> gym.vector.VectorEnv:
     """Same-step autoreset: a finished game's last observation is in info['final_obs']. With `training=False`
     (evaluation) the episodes are whole games with raw rewards."""
     envs = AtariVectorEnv(
-        ale_game(env_cfg.id), num_envs, autoreset_mode=AutoresetMode.SAME_STEP, num_threads=env_cfg.num_threads,
-        noop_max=env_cfg.noop_max, use_fire_reset=True, frameskip=env_cfg.frame_skip, maxpool=True,
-        stack_num=env_cfg.frame_stack, img_height=env_cfg.screen_size, img_width=env_cfg.screen_size,
+        ale_game(settings.id), num_envs, autoreset_mode=AutoresetMode.SAME_STEP, num_threads=settings.num_threads,
+        noop_max=settings.noop_max, use_fire_reset=True, frameskip=settings.frame_skip, maxpool=True,
+        stack_num=settings.frame_stack, img_height=settings.screen_size, img_width=settings.screen_size,
         grayscale=True, episodic_life=False, reward_clipping=False,
-        repeat_action_probability=env_cfg.repeat_action_probability,
-        max_num_frames_per_episode=env_cfg.max_episode_frames,
+        repeat_action_probability=settings.repeat_action_probability,
+        max_num_frames_per_episode=settings.max_episode_frames,
     )
     action_set = list(envs.ale.get_action_set())
     fire = ale_py.Action.FIRE
-    return game_wrappers(envs, env_cfg, action_set.index(fire) if fire in action_set else None, training)
+    return game_wrappers(SeedList(envs), settings, action_set.index(fire) if fire in action_set else None, training)

@@ -5,20 +5,14 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
-from omegaconf import DictConfig
 
-from algos.common import ConfigError, require
+from core.errors import ConfigError
+from core.info import VectorEnvSettings
 
 
 @dataclass
-class Settings:
-    kind: str  # "classic"
-    id: str  # a registered Gymnasium id with vector observations
-    num_envs: int  # environments stepped together in one vector env
-    normalize_reward: bool  # divide rewards by the running std of the discounted return
-
-    def __post_init__(self):
-        require(self.num_envs > 0, f"env.num_envs={self.num_envs} must be > 0")
+class Settings(VectorEnvSettings):
+    """kind "classic"; `id` is a registered Gymnasium id with vector observations."""
 
 
 def check_env_id(env_id: str) -> None:
@@ -41,14 +35,14 @@ def make_single_env(env_id: str, video_folder: str | None = None) -> gym.Env:
     return env
 
 
-def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> gym.vector.VectorEnv:
+def make_vector_env(settings: Settings, num_envs: int, training: bool) -> gym.vector.VectorEnv:
     """Same-step autoreset: a finished episode's last observation arrives in info['final_obs'], which the
     rollout needs to bootstrap at a time limit. `training` makes no difference for classic control."""
-    check_env_id(env_cfg.id)
-    return SyncVectorEnv([lambda: make_single_env(env_cfg.id) for _ in range(num_envs)],
+    check_env_id(settings.id)
+    return SyncVectorEnv([lambda: make_single_env(settings.id) for _ in range(num_envs)],
                          autoreset_mode=AutoresetMode.SAME_STEP)
 
 
-def make_video_env(env_cfg: DictConfig, video_folder: str) -> gym.vector.VectorEnv:
-    check_env_id(env_cfg.id)
-    return SyncVectorEnv([lambda: make_single_env(env_cfg.id, video_folder)], autoreset_mode=AutoresetMode.SAME_STEP)
+def make_video_env(settings: Settings, video_folder: str) -> gym.vector.VectorEnv:
+    check_env_id(settings.id)
+    return SyncVectorEnv([lambda: make_single_env(settings.id, video_folder)], autoreset_mode=AutoresetMode.SAME_STEP)

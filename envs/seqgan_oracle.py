@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
-from algos.common import ConfigError, require
+from core.checks import require
+from core.errors import ConfigError
+from core.info import EnvSettings
 from envs.sequences import LSTMLanguageModel, SequenceTask, diversity_metrics, generate, token_nll
 
 # target_lstm.py's parameter order: embedding; input, forget, output gate and candidate cell, each as
@@ -30,9 +31,9 @@ DEFAULT_ORACLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "seqg
 
 
 @dataclass
-class Settings:
-    kind: str  # "seqgan_oracle"
-    id: str  # a name for run folders and checkpoints
+class Settings(EnvSettings):
+    """kind "seqgan_oracle"; `id` names run folders and checkpoints."""
+
     oracle_path: str | None  # the oracle's parameters (npz, layout in ORACLE_LAYOUT); null: DEFAULT_ORACLE
     num_real: int  # oracle samples used as the real data (paper: 10,000)
     length: int  # sequence length (paper: 20)
@@ -87,21 +88,15 @@ def _check_layout(arrays: dict, path: Path) -> dict[str, int]:
     return sizes
 
 
-def sequence_task(env_cfg: DictConfig) -> SequenceTask:
-    oracle = load_oracle(env_cfg.oracle_path or DEFAULT_ORACLE, env_cfg.start_token)
+def sequence_task(settings: Settings) -> SequenceTask:
+    oracle = load_oracle(settings.oracle_path or DEFAULT_ORACLE, settings.start_token)
     with torch.random.fork_rng():
-        torch.manual_seed(env_cfg.data_seed)
-        real = generate(oracle, env_cfg.num_real, env_cfg.length)
+        torch.manual_seed(settings.data_seed)
+        real = generate(oracle, settings.num_real, settings.length)
 
     def metrics(samples: torch.Tensor) -> dict[str, float]:
         return {"nll_oracle": token_nll(oracle, samples).mean().item(), **diversity_metrics(samples[:2000].tolist())}
 
     return SequenceTask(name="seqgan_oracle", real=real, vocab_size=oracle.head.out_features,
-                        start_token=env_cfg.start_token, metrics=metrics, headline="nll_oracle",
-                        lower_is_better=True, num_eval=env_cfg.num_eval)
-
-
-def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool):
-    raise ConfigError("env=seqgan_oracle is whole-sequence data for algo=seqgan (the SeqGAN paper's oracle "
-                      "experiment); it has no step-by-step environment. Use algo=seqgan, or a text env with "
-                      "the other algorithms")
+                        start_token=settings.start_token, metrics=metrics, headline="nll_oracle",
+                        lower_is_better=True, num_eval=settings.num_eval)

@@ -1,5 +1,5 @@
 """Whole-sequence data for sequence GANs (algos/seqgan.py): real token sequences of one length, and the metrics
-a generator's samples are judged by. An env kind that offers one defines `sequence_task(env_cfg)`.
+a generator's samples are judged by. An env kind that offers one defines `sequence_task(settings)`.
 
 Mode-collapse checks (Zhu et al. 2018, Texygen): BLEU-n of each sample against a reference set measures
 quality; self-BLEU (each sample against the other samples) and distinct-n measure diversity.
@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from algos.common import inverse_cdf_sample
+from core.agent import inverse_cdf_sample
 
 Metrics = Callable[[torch.Tensor], dict[str, float]]
 
@@ -165,7 +165,7 @@ class TransformerLanguageModel(torch.nn.Module):
             token = inverse_cdf_sample(torch.softmax(out.logits[:, -1] / temperature, -1))
             tokens.append(token[:, None])
             if step + 1 < length:
-                out = self.model(input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True)
+                out = self.model(input_ids=token[:, None], cache=out.cache, use_cache=True)
         return torch.cat(tokens, 1)
 
 

@@ -13,6 +13,7 @@ def terse_and_fun(prompt: str, completion: str) -> float:
     return 2.0 * ("fun" in completion) - 0.5 * len(completion.split())
 
 
-def make_task(env_cfg) -> TextTask:
-    """Called with the `env` config; return the task (prompts may be any list, e.g. read from a file)."""
+def make_task(settings) -> TextTask:
+    """Called with the env's checked settings (envs/text/env.py, Settings: settings.max_new_tokens, ...);
+    return the task (prompts may be any list, e.g. read from a file)."""
     return TextTask(name="terse", prompts=PROMPTS, reward=terse_and_fun)

@@ -8,7 +8,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from algos.registry import store_algorithm_defaults
+
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
+store_algorithm_defaults()
 
 
 def compose_config(*overrides: str):
@@ -64,7 +67,7 @@ def make_tiny_lm(folder: Path) -> Path:
     """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from envs.text.base_lm import train_tokenizer
+    from envs.text.pipeline.base_lm import train_tokenizer
 
     texts = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"] * 20
     tokenizer = train_tokenizer(texts, vocab_size=300, context_length=64)

@@ -5,17 +5,20 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
-from omegaconf import OmegaConf
 from torch.distributions import kl_divergence
 
-from algos import common
+from algos.networks import RunningMeanStd, make_agent
+from algos.rollout import Batch, Rollout
+from algos.settings import NetSettings
+from core.agent import CategoricalHead
+from core.errors import ConfigError
 
-NET = OmegaConf.create({"hidden_sizes": [16, 16], "activation": "tanh", "normalize_obs": False})
+NET = NetSettings(hidden_sizes=[16, 16], activation="tanh", normalize_obs=False)
 
 
 def make(obs_space, action_space, net=NET):
     torch.manual_seed(0)
-    return common.make_agent(obs_space, action_space, net)
+    return make_agent(obs_space, action_space, net)
 
 
 @pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))])
@@ -37,7 +40,7 @@ def test_act_and_evaluate_agree_with_torch_distributions(action_space):
 
 
 def test_categorical_sampling_follows_the_probabilities():
-    head = common.CategoricalHead(1, 3)
+    head = CategoricalHead(1, 3)
     logp = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).expand(60_000, 3)
     torch.manual_seed(0)
     freq = torch.bincount(head.sample(logp), minlength=3) / 60_000
@@ -60,12 +63,12 @@ def test_image_observations_get_a_shared_nature_cnn():
 
 
 def test_unsupported_observation_space_is_refused():
-    with pytest.raises(common.ConfigError, match="observation space"):
+    with pytest.raises(ConfigError, match="observation space"):
         make(gym.spaces.Box(-1, 1, (2, 3)), gym.spaces.Discrete(2))
 
 
 def test_running_mean_std_matches_numpy():
-    rms = common.RunningMeanStd((3,))
+    rms = RunningMeanStd((3,))
     data = np.random.default_rng(0).normal(2.0, 3.0, size=(1000, 3))
     for chunk in np.split(data, 10):
         rms.update(torch.as_tensor(chunk))
@@ -104,7 +107,7 @@ def test_truncation_is_bootstrapped_and_termination_is_not(ending):
         agent.value_head.weight.zero_()
         agent.value_head.bias.fill_(10.0)
     gamma = 0.5
-    rollout = common.Rollout(envs, agent, num_steps=4, gamma=gamma, seed=0)
+    rollout = Rollout(envs, agent, num_steps=4, gamma=gamma, seed=0)
     batch = rollout.collect(gae_lambda=1.0)
     # step 3 ends the first episode; step 4 starts the next, cut by the segment and bootstrapped from V = 10
     tail = 1 + gamma * 10 if ending == "truncated" else 1.0
@@ -115,7 +118,7 @@ def test_truncation_is_bootstrapped_and_termination_is_not(ending):
 
 def test_minibatches_by_env_hold_whole_environments():
     steps, num_envs = 5, 6
-    batch = common.Batch(*(torch.arange(steps * num_envs) for _ in range(6)), num_envs=num_envs)
+    batch = Batch(*(torch.arange(steps * num_envs) for _ in range(6)), num_envs=num_envs)
     minibatches = list(batch.minibatch_indices(3, by="env"))
     assert sorted(torch.cat(minibatches).tolist()) == list(range(steps * num_envs))
     for idx in minibatches:
@@ -139,9 +142,9 @@ def test_resume_on_an_env_that_restarts_keeps_the_fresh_observations():
                               autoreset_mode=AutoresetMode.SAME_STEP)
 
     agent = make(gym.spaces.Box(-5, 5, (4,)), gym.spaces.Discrete(2))
-    first = common.Rollout(envs(), agent, num_steps=8, gamma=0.99, seed=0)
+    first = Rollout(envs(), agent, num_steps=8, gamma=0.99, seed=0)
     first.collect(gae_lambda=0.95)
-    resumed = common.Rollout(envs(), agent, num_steps=8, gamma=0.99, seed=1)
+    resumed = Rollout(envs(), agent, num_steps=8, gamma=0.99, seed=1)
     fresh = resumed.next_obs.clone()
     resumed.load_state_dict(first.state_dict())
     assert torch.equal(resumed.next_obs, fresh) and not torch.equal(fresh, first.next_obs)

@@ -12,14 +12,14 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from algos import a2c, ppo_clip
-from algos.common import ConfigError
-from envs import make_vector_env
+from core.errors import ConfigError
+from envs import check_env_settings, make_vector_env
 from envs.atari import ale_game, python_single_env
 from tests.conftest import compose_config
 
 
 def atari_env_cfg(*overrides: str):
-    return compose_config("env=atari", *overrides).env
+    return check_env_settings(compose_config("env=atari", *overrides).env)
 
 
 def play(envs, steps: int, seed: int = 0):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from algos import seqgan
-from algos.common import ConfigError, StopSignal
+from algos.run_folder import StopSignal
+from core.errors import ConfigError, Preempted
 from envs.seqgan_oracle import load_oracle
 from envs.sequences import BleuReferences, LSTMLanguageModel, distinct_n, generate, self_bleu, token_nll
 
@@ -175,7 +176,7 @@ def test_a_stopped_seqgan_run_resumes_to_the_same_generator(compose_cfg, tmp_pat
         return real_round(*args)
 
     monkeypatch.setattr(seqgan, "discriminator_round", stop_after_round)
-    with pytest.raises(seqgan.common.Preempted):
+    with pytest.raises(Preempted):
         seqgan.train(compose_cfg(*overrides), tmp_path / "run")
     monkeypatch.setattr(seqgan, "discriminator_round", real_round)
     StopSignal.received = None

@@ -12,10 +12,14 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from algos.common import ConfigError, KLController, NonFiniteError, Rollout
+from algos.rollout import KLController, Rollout
+from core.agent import AgentContract, PretrainingAgent
+from core.errors import ConfigError, NonFiniteError
+from core.info import KL_TAG, REF_LOGPROB, KLPenalty
 from envs.text.agent import TextAgent, group_by_longest
-from envs.text.env import PAD, TokenEnv, TokenVectorEnv
+from envs.text.env import TokenEnv, TokenVectorEnv
 from envs.text.tasks import TextTask
+from envs.text.tokens import PAD
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = ["the movie was", "i think it is", "a film"]
@@ -30,6 +34,55 @@ def lm_and_tokenizer(tiny_lm):
 
 def length_task(name="length"):
     return TextTask(name=name, prompts=PROMPTS, reward=lambda prompt, completion: float(len(completion)))
+
+
+def test_the_text_agent_meets_the_agent_contract(tiny_lm, lm_and_tokenizer):
+    """Every member the algorithms and the rollout use, and PPO-ptx's pre-training loss; no observation normaliser
+    (token ids are not normalised), and a new batch of rollouts rebuilds the KV cache whatever it is given."""
+    _, tokenizer = lm_and_tokenizer
+    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer), pretraining_texts=["the movie was great fun"])
+    assert isinstance(agent, AgentContract) and isinstance(agent, PretrainingAgent)
+    assert not hasattr(agent, "obs_normalizer")
+    obs = torch.as_tensor([[1, 5, 6, PAD]])
+    for previous_obs in (None, obs):
+        agent.act(obs)
+        agent.begin_rollout(previous_obs)
+        assert agent.decoder.cache is None
+
+
+def test_the_text_settings_tell_the_rollout_its_kl_penalty_and_that_the_response_limit_is_final(compose_cfg):
+    from core.checks import check_settings
+    from envs.text.env import Settings
+
+    def text_settings(*overrides: str) -> Settings:
+        return check_settings(Settings, compose_cfg("env=text", "env.task=t.py:f", *overrides).env, "env.")
+
+    assert text_settings().kl_penalty() == KLPenalty(coef=0.05, target=None, horizon=10_000)
+    assert text_settings("env.kl_target=6", "env.kl_horizon=500").kl_penalty() == KLPenalty(0.05, 6.0, 500)
+    assert text_settings("env.kl_coef=0").kl_penalty() is None
+    assert not text_settings().bootstraps_truncation()
+    assert text_settings("env.bootstrap_truncated=true").bootstraps_truncation()
+
+
+def test_built_in_tasks_are_a_table_imported_only_when_named():
+    """As env kinds are (envs/__init__.py): the names are listed in errors, and each names an importable factory."""
+    import importlib
+
+    from envs.text.tasks import TASKS, load_task
+
+    with pytest.raises(ConfigError, match=r"env.task='nope' is not a registered task \(sentiment\) nor"):
+        load_task("nope", None)
+    for target in TASKS.values():
+        module, factory = target.split(":")
+        assert callable(getattr(importlib.import_module(module), factory))
+
+
+def test_reading_the_text_settings_and_tasks_loads_no_model_code():
+    """The settings are checked before any run starts; transformers takes seconds to import."""
+    code = ("import sys, envs.text.env, envs.text.tasks, envs.text.pipeline.settings; "
+            "assert 'transformers' not in sys.modules and 'envs.text.sentiment' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_single_env_passes_gymnasiums_checker(lm_and_tokenizer):
@@ -68,7 +121,7 @@ def test_vector_env_autoresets_and_reports_reference_logprobs(lm_and_tokenizer):
         expected = [torch.log_softmax(model(input_ids=torch.as_tensor(row[row != PAD])[None]).logits[0, -1], -1)
                     [actions[0]].item() for row in obs]
     _, _, _, _, info = envs.step(actions)
-    np.testing.assert_allclose(info["ref_logprob"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(info[REF_LOGPROB], expected, rtol=1e-5, atol=1e-6)
     next_obs, rewards, terminated, truncated, info = envs.step(actions)
     assert truncated.all() and not terminated.any() and (rewards == len(" a a")).all()
     assert info["_final_obs"].all() and (info["final_info"]["episode"]["r"] == rewards).all()
@@ -89,9 +142,9 @@ def test_kl_penalty_sign_and_size_on_a_hand_made_case(tiny_lm, lm_and_tokenizer)
         agent.value_head.bias.zero_()
     envs = TokenVectorEnv(length_task(), tokenizer, num_envs=1, max_prompt_tokens=8, max_new_tokens=3,
                           reference=reference)
-    rollout = Rollout(envs, agent, num_steps=3, gamma=1.0, seed=0, kl=KLController(0.5, None, 1000))
+    rollout = Rollout(envs, agent, num_steps=3, gamma=1.0, seed=0, kl=KLController(KLPenalty(0.5, None, 1000)))
     batch = rollout.collect(gae_lambda=1.0)
-    [sequence_kl] = rollout.episode_metrics["text/kl"]
+    [sequence_kl] = rollout.episode_metrics[KL_TAG]
     ours = batch.logprobs.numpy()
     with torch.no_grad():
         theirs = [torch.log_softmax(reference(input_ids=torch.as_tensor(o[o != PAD])[None]).logits[0, -1], -1)
@@ -103,7 +156,7 @@ def test_kl_penalty_sign_and_size_on_a_hand_made_case(tiny_lm, lm_and_tokenizer)
 
 
 def test_adaptive_kl_controller_moves_beta_toward_the_target():
-    kl = KLController(beta=0.1, target=6.0, horizon=10_000)
+    kl = KLController(KLPenalty(coef=0.1, target=6.0, horizon=10_000))
     kl.update(sequence_kl=12.0, n_steps=1000)  # error clipped to +0.2
     assert kl.beta == pytest.approx(0.1 * (1 + 0.2 * 0.1))
     kl.update(sequence_kl=5.4, n_steps=1000)  # error -0.1
@@ -230,11 +283,13 @@ def test_any_prompt_and_actions_keep_the_env_in_its_spaces(prompt, actions, lm_a
 @pytest.fixture(scope="session")
 def tiny_classifier(tiny_lm, tmp_path_factory) -> Path:
     """A one-label sequence classifier on the tiny LM's tokenizer (a stand-in reward model), head seeded."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from envs.text.pipeline.reward_model import initial_reward_model
 
     torch.manual_seed(1)
     folder = tmp_path_factory.mktemp("tiny-classifier")
-    AutoModelForSequenceClassification.from_pretrained(tiny_lm, num_labels=1).save_pretrained(folder)
+    initial_reward_model(tiny_lm).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
     return folder
 
@@ -325,8 +380,6 @@ def test_the_response_limit_is_not_bootstrapped(tiny_lm, lm_and_tokenizer):
 
 
 def test_the_ptx_loss_is_the_lms_own_loss_on_corpus_sentences(tiny_lm):
-    from envs.text.agent import TextAgent
-
     agent = TextAgent.from_pretrained(str(tiny_lm), 300, pretraining_texts=["the movie was great fun", "a film"])
     torch.manual_seed(0)
     chosen = torch.randint(2, (8,)).tolist()  # what pretraining_loss will draw after the same seed
@@ -350,7 +403,7 @@ def test_ppo_ptx_mixes_the_pretraining_loss_into_the_update(tiny_lm, compose_cfg
 
     (tmp_path / "task.py").write_text(
         "from envs.text.tasks import TextTask\n"
-        "def make_task(env_cfg):\n"
+        "def make_task(settings):\n"
         "    return TextTask(name='t', prompts=['the movie'], reward=lambda p, c: 0.0,\n"
         "                    corpus=['the movie was great fun', 'a dull and boring film'])\n")
     overrides = ["algo=ppo_clip", "env=text", f"env.task={tmp_path / 'task.py'}:make_task",

@@ -1,6 +1,7 @@
 """The language-model pipeline's stages 1 and 2 on tiny models and toy text: the reward model's K-wise loss by
 hand, tokenizer and save/load round trips, short trainings that must learn, the cache, and bad input."""
 
+import logging
 import math
 import os
 import random
@@ -11,15 +12,15 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
 
-from algos.common import ConfigError
-from envs.text.base_lm import (build_language_model, encode_sentences, heldout_perplexity, sample_continuations,
-                               train_language_model, train_tokenizer)
-from envs.text.cache import build_text_models, ensure_text_models
-from envs.text.corpus import Sentence, load_corpus, read_sentences
-from envs.text.loading import load_causal_lm, load_reward_model, require_same_vocabulary
-from envs.text.reward_model import (evaluate_ranking, make_ranked_groups, pairwise_accuracy, ranking_loss,
-                                    reward_scores, train_reward_model)
-from envs.text.settings import settings_from_overrides
+from core.errors import ConfigError
+from envs.text.loading import load_causal_lm, load_report_silenced, load_reward_model, require_same_vocabulary
+from envs.text.pipeline.base_lm import (build_language_model, encode_sentences, heldout_perplexity,
+                                        sample_continuations, train_language_model, train_tokenizer)
+from envs.text.pipeline.cache import build_text_models, ensure_text_models
+from envs.text.pipeline.corpus import Sentence, load_corpus, read_sentences
+from envs.text.pipeline.reward_model import (evaluate_ranking, initial_reward_model, make_ranked_groups,
+                                             pairwise_accuracy, ranking_loss, reward_scores, train_reward_model)
+from envs.text.pipeline.settings import settings_from_overrides
 
 TINY = ["vocab_size=300", "context_length=32", "n_layer=1", "n_embd=32", "n_head=2", "lm_batch_size=16",
         "lm_learning_rate=3e-3", "prompt_words=3", "rm_batch_prompts=8", "rm_learning_rate=1e-3",
@@ -117,7 +118,7 @@ def test_language_model_saves_and_loads_with_from_pretrained(tiny_lm, tokenizer,
 def test_reward_model_saves_and_loads_with_from_pretrained(tiny_lm, tokenizer, tmp_path):
     tiny_lm.save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
-    rm = AutoModelForSequenceClassification.from_pretrained(tmp_path / "lm", num_labels=1).eval()
+    rm = initial_reward_model(tmp_path / "lm").eval()
     assert isinstance(rm, GPT2ForSequenceClassification)
     rm.save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
@@ -133,8 +134,9 @@ def test_reward_model_saves_and_loads_with_from_pretrained(tiny_lm, tokenizer, t
 def test_classifier_with_several_labels_needs_the_reward_label_named(tiny_lm, tokenizer, tmp_path):
     tiny_lm.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    clf = AutoModelForSequenceClassification.from_pretrained(
-        tmp_path, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    with load_report_silenced():  # the two-label head is new
+        clf = AutoModelForSequenceClassification.from_pretrained(
+            tmp_path, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
     clf.save_pretrained(tmp_path)
     model, tok = load_reward_model(tmp_path)
     with torch.no_grad():
@@ -142,6 +144,35 @@ def test_classifier_with_several_labels_needs_the_reward_label_named(tiny_lm, to
         assert reward_scores(model, tok, ["great fun"], label="POSITIVE").item() == pytest.approx(logits[0, 1].item())
         with pytest.raises(ConfigError, match="NEGATIVE.*POSITIVE"):
             reward_scores(model, tok, ["great fun"])
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_new_reward_head_is_reported_by_one_line_of_ours_not_by_transformers_load_report(tiny_lm, tmp_path,
+                                                                                        caplog):
+    tiny_lm.save_pretrained(tmp_path)
+    transformers_log, records = logging.getLogger("transformers.modeling_utils"), Records()
+    level = transformers_log.level
+    transformers_log.addHandler(records)
+    try:
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
+        assert any("LOAD REPORT" in m and "score.weight" in m for m in records.messages)  # what is silenced
+        records.messages.clear()
+        with caplog.at_level(logging.INFO, logger="tokengym.text"):
+            initial_reward_model(tmp_path)
+    finally:
+        transformers_log.removeHandler(records)
+    assert records.messages == [] and transformers_log.level == level
+    assert [r.getMessage() for r in caplog.records if r.name == "tokengym.text"] == [
+        f"reward model: new scalar head score.weight on the trunk of {tmp_path}, randomly initialised; "
+        f"stage 2 trains it"]
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
@@ -176,7 +207,7 @@ def test_tiny_language_model_training_lowers_heldout_loss(tokenizer, tiny_settin
 def test_tiny_reward_model_learns_a_separable_ranking(tiny_lm, tokenizer, tmp_path):
     tiny_lm.save_pretrained(tmp_path)
     torch.manual_seed(0)
-    rm = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
+    rm = initial_reward_model(tmp_path)
     settings = settings_from_overrides([*TINY, "rm_epochs=3"])
     train = make_ranked_groups(toy_reviews(200, seed=3), 120, 4, settings.prompt_words, "human", random.Random(0))
     heldout = make_ranked_groups(toy_reviews(80, seed=4), 60, 4, settings.prompt_words, "human", random.Random(1))
@@ -212,7 +243,7 @@ def test_ensure_text_models_builds_once_then_loads_from_the_cache(tmp_path, monk
     def must_not_build(*args, **kwargs):
         raise AssertionError("the cached models were rebuilt")
 
-    monkeypatch.setattr("envs.text.cache.build_text_models", must_not_build)
+    monkeypatch.setattr("envs.text.pipeline.cache.build_text_models", must_not_build)
     assert ensure_text_models(settings, tmp_path / "cache") == paths
 
 

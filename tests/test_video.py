@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from algos import common
+from algos.networks import make_agent
+from algos.settings import NetSettings, check_config
+from core.errors import ConfigError
 from algos.ppo_clip import Hyperparameters
-from envs import make_video_env
+from envs import check_env_settings, make_video_env
 from tests.test_learning import train
 
 pytest.importorskip("moviepy", reason="capture_video needs moviepy (the video extra installs it)")
@@ -37,8 +39,8 @@ def test_an_atari_video_holds_every_emulator_frame_of_one_whole_game(compose_cfg
     pytest.importorskip("cv2", reason="the recorded game runs through AtariPreprocessing, which needs opencv")
     cfg = compose_cfg("env=atari", "env.noop_max=0", "capture_video=true")
     folder = tmp_path / "videos"  # fresh, so RecordVideo has nothing to overwrite
-    envs = make_video_env(cfg.env, str(folder))
-    agent = common.make_agent(envs.single_observation_space, envs.single_action_space, cfg.net)
+    envs = make_video_env(check_env_settings(cfg.env), str(folder))
+    agent = make_agent(envs.single_observation_space, envs.single_action_space, NetSettings(**cfg.net))
     obs, _ = envs.reset(seed=0)
     rng = np.random.default_rng(0)
     steps = 0
@@ -58,5 +60,5 @@ def test_an_atari_video_holds_every_emulator_frame_of_one_whole_game(compose_cfg
 
 
 def test_capture_video_on_an_env_without_frames_is_refused_before_training(compose_cfg):
-    with pytest.raises(common.ConfigError, match="env.kind=text has no frames to record.*set capture_video=false"):
-        common.check_config(compose_cfg("env=text_sentiment", "capture_video=true"), Hyperparameters)
+    with pytest.raises(ConfigError, match="env.kind=text has no frames to record.*set capture_video=false"):
+        check_config(compose_cfg("env=text_sentiment", "capture_video=true"), Hyperparameters)

@@ -1,5 +1,5 @@
-"""The text agent: any Hugging Face causal LM with a scalar value head, inside the agent contract of
-algos/common.py (act / evaluate / distribution / value), so no algorithm file knows it is generating text.
+"""The text agent: any Hugging Face causal LM with a scalar value head, inside the agent contract
+(core/agent.py, AgentContract; PretrainingAgent for PPO-ptx), so no algorithm file knows it is generating text.
 
 Observations are token ids right-padded with -1. Per-token samples of one episode are prefixes of each
 other: `evaluate` runs one forward pass over each longest sequence and reads every shorter sample's logits
@@ -15,8 +15,9 @@ from torch import nn
 from torch.distributions import Categorical, Distribution
 from transformers import DynamicCache
 
-from algos.common import CategoricalHead, layer_init, require
-from envs.text.env import PAD
+from core.agent import CategoricalHead, layer_init
+from core.checks import require
+from envs.text.tokens import PAD
 
 
 def group_by_longest(obs: torch.Tensor) -> tuple[list[int], list[int], torch.Tensor]:
@@ -61,9 +62,8 @@ class IncrementalDecoder:
             self._splice(obs, lengths, new_rows)
         mask = torch.cat([self.mask, torch.ones(len(obs), 1, dtype=torch.long)], 1)
         out = self.lm(input_ids=obs[torch.arange(len(obs)), lengths - 1][:, None], attention_mask=mask,
-                      position_ids=(lengths - 1)[:, None], past_key_values=self.cache, use_cache=True,
-                      output_hidden_states=True)
-        self.cache, self.mask, self.obs, self.lengths = out.past_key_values, mask, obs.clone(), lengths
+                      position_ids=(lengths - 1)[:, None], cache=self.cache, use_cache=True, output_hidden_states=True)
+        self.cache, self.mask, self.obs, self.lengths = out.cache, mask, obs.clone(), lengths
         self._drop_empty_columns()
         return out
 
@@ -90,7 +90,7 @@ class IncrementalDecoder:
             self.mask[rows] = 0
             return
         fresh = self.lm(input_ids=ids, attention_mask=row_mask, position_ids=(row_mask.cumsum(1) - 1).clamp(min=0),
-                        use_cache=True).past_key_values
+                        use_cache=True).cache
         grow = max(0, width - self.mask.shape[1])
         self.mask = torch.cat([torch.zeros(len(obs), grow, dtype=torch.long), self.mask], 1)
         total = self.mask.shape[1]
@@ -156,7 +156,7 @@ class TextAgent(nn.Module):
         super().__init__()
         require(lm.config.vocab_size >= n_actions, f"the policy model's vocabulary ({lm.config.vocab_size}) is "
                 f"smaller than its tokenizer's ({n_actions}); use the tokenizer saved with the model")
-        self.lm, self.n_actions, self.obs_normalizer = lm, n_actions, None
+        self.lm, self.n_actions = lm, n_actions
         self.tokenizer, self.pretraining_texts = tokenizer, pretraining_texts or []
         self.critic = critic
         self.value_head = layer_init(nn.Linear(lm.config.hidden_size, 1), std=0.01) if critic is None else None
@@ -225,9 +225,10 @@ class TextAgent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self._logp_and_value(obs)[1]
 
-    def begin_rollout(self) -> None:
+    def begin_rollout(self, previous_obs: torch.Tensor | None) -> None:
         """A new batch of rollouts starts: the KV cache is rebuilt from the observations, so that a run resumed
-        from a checkpoint computes exactly what the uninterrupted run computed."""
+        from a checkpoint computes exactly what the uninterrupted run computed. Token ids are not normalised:
+        `previous_obs` is not used."""
         self.decoder.reset()
         if self.critic is not None:
             self.critic.decoder.reset()

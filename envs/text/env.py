@@ -4,8 +4,9 @@ the task's reward of (prompt, completion) arrives on the last step only (Instruc
 
 The KL term to the reference model, -beta * (log pi(a|s) - log pi_ref(a|s)), is split to keep this
 environment Markov and the algorithms generic: the environment reports the policy-independent part,
-log pi_ref(a|s), as `info["ref_logprob"]`, and the shared rollout (algos/common.py) adds the penalty with a
-fixed or adaptive beta for any environment that reports it.
+log pi_ref(a|s), as `info[REF_LOGPROB]`, and the shared rollout adds the penalty with a fixed or adaptive beta
+for any environment that reports it (core/info.py, the env-to-rollout info protocol; beta from
+`Settings.kl_penalty`).
 
 `TokenEnv` is the single environment (`gymnasium.make("tokengym/Text-v0", ...)`); `TokenVectorEnv` steps a
 batch of sequences together: one reference forward and one reward call per step for the whole batch.
@@ -20,12 +21,16 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
-from omegaconf import DictConfig
 
-from algos.common import ConfigError, NonFiniteError, require
+from core.checks import require
+from core.errors import ConfigError, NonFiniteError
+from core.info import METRICS, REF_LOGPROB, SAMPLES, KLPenalty, VectorEnvSettings
+from envs.sequences import SequenceTask
+from envs.text.sequences import text_sequence_task
 from envs.text.tasks import TextTask, load_task
+from envs.text.tokens import PAD, encode_prompt
 
-PAD = -1  # observation positions not yet filled
+# transformers is imported by the functions that load models, so that reading the Settings does not load it
 
 
 class TokenSequence(gym.spaces.Box):
@@ -113,10 +118,10 @@ class TokenBatch:
 
 
 def encode_prompts(task: TextTask, tokenizer, max_prompt_tokens: int) -> list[list[int]]:
-    """`<bos>` + prompt ids for every prompt; an empty list or an over-long prompt is a clear error."""
+    """`<bos>` + prompt ids for every prompt (envs/text/tokens.py); an empty list or an over-long prompt is a
+    clear error."""
     require(len(task.prompts) > 0, f"task {task.name!r} has no prompts; give it at least one")
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    encoded = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in task.prompts]
+    encoded = [encode_prompt(tokenizer, p) for p in task.prompts]
     for i, ids in enumerate(encoded):
         require(0 < len(ids) <= max_prompt_tokens,
                 f"prompt {i} of task {task.name!r} ({task.prompts[i][:60]!r}) is {len(ids)} tokens, more than "
@@ -143,7 +148,7 @@ class TokenEnv(gym.Env):
 
     def step(self, action):
         actions = np.array([int(action)])
-        info = {"ref_logprob": float(self.batch.reference_logprobs(actions)[0])} if self.batch.reference else {}
+        info = {REF_LOGPROB: float(self.batch.reference_logprobs(actions)[0])} if self.batch.reference else {}
         terminated, truncated = self.batch.append(actions)
         done = bool(terminated[0] or truncated[0])
         reward = float(self.batch.score(np.array([0]))[0]) if done else 0.0
@@ -176,7 +181,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         actions = np.asarray(actions, dtype=np.int64)
         info: dict = {}
         if self.batch.reference is not None:
-            info["ref_logprob"] = self.batch.reference_logprobs(actions)
+            info[REF_LOGPROB] = self.batch.reference_logprobs(actions)
         terminated, truncated = self.batch.append(actions)
         done = terminated | truncated
         rewards = np.zeros(self.num_envs)
@@ -193,15 +198,15 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             final_obs[row] = self.batch.tokens[row].copy()
         lengths = self.batch.lengths - self.batch.prompt_lengths
         episode = {"r": np.where(done, rewards, 0.0), "l": np.where(done, lengths, 0)}
-        final_info = {"episode": episode, "_episode": done.copy(), "samples": np.empty(self.num_envs, dtype=object),
-                      "_samples": done.copy()}
+        final_info = {"episode": episode, "_episode": done.copy(), SAMPLES: np.empty(self.num_envs, dtype=object),
+                      f"_{SAMPLES}": done.copy()}
         for row, prompt, completion in zip(rows, *self.batch.texts(rows)):
-            final_info["samples"][row] = f"{prompt} -> {completion}"
+            final_info[SAMPLES][row] = f"{prompt} -> {completion}"
         if self.gold is not None:
             gold = np.zeros(self.num_envs)
             gold[rows] = self.gold(*self.batch.texts(rows))
-            final_info["metrics"] = {"text/gold_reward": gold, "text/proxy_reward": episode["r"]}
-            final_info["_metrics"] = done.copy()
+            final_info[METRICS] = {"text/gold_reward": gold, "text/proxy_reward": episode["r"]}
+            final_info[f"_{METRICS}"] = done.copy()
         return {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info,
                 "_final_info": done.copy()}
 
@@ -225,58 +230,68 @@ gym.register(id="tokengym/Text-v0", entry_point=TokenEnv, vector_entry_point=Tok
 
 # ------------------------------------------------------------------------------------------- the `text` env kind
 @dataclass
-class Settings:
-    kind: str  # "text"
-    id: str  # tokengym/Text-v0, the registered Gymnasium id
+class Settings(VectorEnvSettings):
+    """kind "text"; `id` is tokengym/Text-v0, the registered Gymnasium id; `num_envs` sequences are generated
+    together."""
+
     task: str  # a registered task name, or "path/to/file.py:factory" / "module:factory"
     policy_model: str | None  # causal LM name or folder; null: the task's default (e.g. the project's base LM)
     reference_model: str | None  # frozen reference for the KL term; null: the policy's initial weights
     value_model: str | None  # sequence classifier the critic starts from, or "reward_model"; null: policy's head
-    num_envs: int  # sequences generated together
     max_prompt_tokens: int
     max_new_tokens: int
     kl_coef: float  # beta of the KL penalty to the reference (initial value when adaptive)
     kl_target: float | None  # per-sequence KL target in nats for the adaptive controller; null: fixed beta
     kl_horizon: int  # the adaptive controller's horizon (Ziegler et al. 2019), in environment steps
-    normalize_reward: bool
     bootstrap_truncated: bool  # false: the response limit is part of the task, its reward is final
 
     def __post_init__(self):
-        for name in ("num_envs", "max_prompt_tokens", "max_new_tokens", "kl_horizon"):
+        super().__post_init__()
+        for name in ("max_prompt_tokens", "max_new_tokens", "kl_horizon"):
             require(getattr(self, name) > 0, f"env.{name}={getattr(self, name)} must be > 0")
         require(self.kl_coef >= 0, f"env.kl_coef={self.kl_coef} must be >= 0")
         require(self.kl_target is None or self.kl_target > 0, f"env.kl_target={self.kl_target} must be > 0")
 
+    def kl_penalty(self) -> KLPenalty | None:
+        """The penalty to the reference model, whenever kl_coef > 0 (fixed beta, or adaptive with kl_target)."""
+        if self.kl_coef > 0:
+            return KLPenalty(coef=self.kl_coef, target=self.kl_target, horizon=self.kl_horizon)
+        return None
 
-def make_vector_env(env_cfg: DictConfig, num_envs: int, training: bool) -> TokenVectorEnv:
+    def bootstraps_truncation(self) -> bool:
+        return self.bootstrap_truncated
+
+
+def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenVectorEnv:
+    """The reference model is loaded, and its log-probabilities reported, only for training with a KL penalty."""
     from envs.text.loading import load_causal_lm, require_same_vocabulary
 
-    task = load_task(env_cfg.task, env_cfg)
-    policy_model = env_cfg.policy_model or task.default_policy_model
+    task = load_task(settings.task, settings)
+    policy_model = settings.policy_model or task.default_policy_model
     require(policy_model is not None, f"task {task.name!r} names no default model; set env.policy_model")
-    reference, tokenizer = load_causal_lm(env_cfg.reference_model or policy_model)
-    if env_cfg.reference_model and env_cfg.reference_model != policy_model:
+    reference, tokenizer = load_causal_lm(settings.reference_model or policy_model)
+    if settings.reference_model and settings.reference_model != policy_model:
         require_same_vocabulary(load_causal_lm(policy_model)[1], tokenizer)
     context = getattr(reference.config, "n_positions", None) or reference.config.max_position_embeddings
-    require(env_cfg.max_prompt_tokens + env_cfg.max_new_tokens <= context,
-            f"env.max_prompt_tokens + env.max_new_tokens = {env_cfg.max_prompt_tokens + env_cfg.max_new_tokens} is "
-            f"more than the model's context of {context} tokens; lower them")
-    return TokenVectorEnv(task, tokenizer, num_envs, env_cfg.max_prompt_tokens, env_cfg.max_new_tokens,
-                          reference=reference if training and env_cfg.kl_coef > 0 else None,
-                          policy_model=str(policy_model), gold=task.gold, value_model=value_model_of(env_cfg, task))
+    length = settings.max_prompt_tokens + settings.max_new_tokens
+    require(length <= context, f"env.max_prompt_tokens + env.max_new_tokens = {length} is more than the model's "
+                               f"context of {context} tokens; lower them")
+    return TokenVectorEnv(task, tokenizer, num_envs, settings.max_prompt_tokens, settings.max_new_tokens,
+                          reference=reference if training and settings.kl_penalty() is not None else None,
+                          policy_model=str(policy_model), gold=task.gold, value_model=value_model_of(settings, task))
 
 
-def value_model_of(env_cfg: DictConfig, task: TextTask) -> str | None:
+def value_model_of(settings: Settings, task: TextTask) -> str | None:
     """The folder or name a separate critic starts from: env.value_model, where "reward_model" is the task's own."""
-    if env_cfg.get("value_model") != "reward_model":
-        return env_cfg.get("value_model")
+    if settings.value_model != "reward_model":
+        return settings.value_model
     require(task.reward_model is not None, f"env.value_model=reward_model, but task {task.name!r} has no learned "
                                            f"reward model; name a sequence classifier, or set env.value_model=null")
     return str(task.reward_model)
 
 
-def sequence_task(env_cfg: DictConfig):
-    """The task's corpus as whole-sequence data for algo=seqgan (envs/text/sequences.py)."""
-    from envs.text.sequences import text_sequence_task
-
-    return text_sequence_task(env_cfg)
+def sequence_task(settings: Settings) -> SequenceTask:
+    """The task's corpus as whole-sequence data for algo=seqgan (envs/text/sequences.py), each sequence as long
+    as a prompt plus a response."""
+    task = load_task(settings.task, settings)
+    return text_sequence_task(task, settings.policy_model, settings.max_prompt_tokens + settings.max_new_tokens)

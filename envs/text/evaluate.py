@@ -20,9 +20,13 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from algos.common import ConfigError, load_checkpoint
+from core.checks import check_settings
+from core.errors import ConfigError
+from core.files import load_checkpoint
+from envs.text.env import Settings
 from envs.text.gold import POSITIVE_THRESHOLD
 from envs.text.tasks import TextTask, load_task
+from envs.text.tokens import left_padded
 
 
 @dataclass
@@ -33,24 +37,10 @@ class Samples:
     prompt_lengths: list[int]
 
 
-def encode(tokenizer, prompts: list[str]) -> list[list[int]]:
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-
-
-def left_padded(tokenizer, prompts: list[str]) -> tuple[list[list[int]], torch.Tensor, torch.Tensor, int]:
-    """(encoded prompts, left-padded ids, attention mask, pad id) for batched generation."""
-    encoded = encode(tokenizer, prompts)
-    width = max(map(len, encoded))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-    return encoded, ids, mask, pad
-
-
 @torch.no_grad()
 def sample(lm, tokenizer, prompts: list[str], n: int, max_new_tokens: int) -> Samples:
-    """`n` completions per prompt, sampled at temperature 1 (no top-k/top-p), batched with left padding."""
+    """`n` completions per prompt, sampled at temperature 1 (no top-k/top-p), batched with left padding; each
+    starts as an episode of the environment does (envs/text/tokens.py)."""
     encoded, ids, mask, pad = left_padded(tokenizer, prompts)
     width = ids.shape[1]
     out = lm.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
@@ -112,7 +102,7 @@ def best_of_n(task: TextTask, reference, tokenizer, prompts: list[str], n: int, 
 
 
 def load_run_policy(run_dir: Path):
-    """(task, policy LM, reference LM, tokenizer, env config) of a run folder with a text checkpoint."""
+    """(task, policy LM, reference LM, tokenizer, env settings) of a run folder with a text checkpoint."""
     from envs.text.loading import load_causal_lm
 
     config_path = run_dir / "config.yaml"
@@ -121,13 +111,14 @@ def load_run_policy(run_dir: Path):
     env_cfg = OmegaConf.load(config_path).env
     if env_cfg.get("kind") != "text":
         raise ConfigError(f"{run_dir} is a run on {env_cfg.get('id')}, not a text task")
-    task = load_task(env_cfg.task, env_cfg)
-    policy_path = env_cfg.policy_model or task.default_policy_model
-    reference, tokenizer = load_causal_lm(env_cfg.reference_model or policy_path)
+    settings = check_settings(Settings, env_cfg, "env.")
+    task = load_task(settings.task, settings)
+    policy_path = settings.policy_model or task.default_policy_model
+    reference, tokenizer = load_causal_lm(settings.reference_model or policy_path)
     policy, _ = load_causal_lm(policy_path)
     weights = load_checkpoint(run_dir / "checkpoint.pt")["agent"]
     policy.load_state_dict({name.removeprefix("lm."): w for name, w in weights.items() if name.startswith("lm.")})
-    return task, policy.eval(), reference, tokenizer, env_cfg
+    return task, policy.eval(), reference, tokenizer, settings
 
 
 def evaluate_run(run_dir: Path, num_prompts: int, best_of: list[int], seed: int) -> str:
@@ -137,15 +128,15 @@ def evaluate_run(run_dir: Path, num_prompts: int, best_of: list[int], seed: int)
 
 def evaluate_rows(run_dir: Path, num_prompts: int, best_of: list[int], seed: int) -> tuple[list[str], dict]:
     """(prompts, {row name: metrics}) for the run's policy and each best-of-N."""
-    task, policy, reference, tokenizer, env_cfg = load_run_policy(run_dir)
+    task, policy, reference, tokenizer, settings = load_run_policy(run_dir)
     prompts = [task.prompts[i] for i in np.random.default_rng(seed).integers(len(task.prompts), size=num_prompts)]
     torch.manual_seed(seed)
-    samples = sample(policy, tokenizer, prompts, 1, env_cfg.max_new_tokens)
+    samples = sample(policy, tokenizer, prompts, 1, settings.max_new_tokens)
     ours, theirs = completion_logprobs(policy, samples), completion_logprobs(reference, samples)
     rows = {"policy (this run)": {**text_metrics(task, samples, theirs), "samples": samples.completions,
                                   "kl_to_reference": float(np.mean([o.sum() - t.sum() for o, t in zip(ours, theirs)]))}}
     for n in best_of:
-        rows[f"best-of-{n} (reference)"] = best_of_n(task, reference, tokenizer, prompts, n, env_cfg.max_new_tokens)
+        rows[f"best-of-{n} (reference)"] = best_of_n(task, reference, tokenizer, prompts, n, settings.max_new_tokens)
     return prompts, rows
 
 

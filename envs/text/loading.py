@@ -3,11 +3,14 @@ through `from_pretrained`, with clear errors for a missing model and for mismatc
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from algos.common import ConfigError
+from core.errors import ConfigError
 
 
 def load_causal_lm(name_or_path: str | Path):
@@ -48,8 +51,8 @@ def _from_pretrained(auto_class, name_or_path: str | Path, what: str):
 
 def _cannot_load(what: str, name: str, reason: str) -> ConfigError:
     return ConfigError(f"cannot load the {what} from {name!r}: {reason.rstrip('.')}. Give a folder written by "
-                       f"save_pretrained (for the default models: envs.text.ensure_text_models()), or a Hugging "
-                       f"Face model name that is in the local Hugging Face cache (or reachable online)")
+                       f"save_pretrained (for the default models: `python -m envs.text.pipeline.build`), or a "
+                       f"Hugging Face model name that is in the local Hugging Face cache (or reachable online)")
 
 
 def require_tokenizer_fits_model(tokenizer, model, role: str) -> None:
@@ -72,3 +75,17 @@ def require_same_vocabulary(policy_tokenizer, reward_tokenizer) -> None:
         f"{len(reward_vocab)} ({differing} token-id entries differ), so token ids cannot be passed between them. "
         f"Use a reward model trained from the policy's base LM (same tokenizer), or score the decoded text "
         f"re-tokenised by the reward model's own tokenizer")
+
+
+@contextmanager
+def load_report_silenced() -> Iterator[None]:
+    """Inside the block, transformers does not log its load report (the weights a `from_pretrained` found
+    missing, unexpected or of another shape), for a load whose missing weights are new by design and whose caller
+    says so itself. Errors are still raised."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,5 +1,6 @@
 """The default text task: continue the opening words of a movie review so that the learned reward model
-(trained from ranked comparisons, envs/text/reward_model.py) scores it as positive; VADER is the gold scorer."""
+(trained from ranked comparisons, envs/text/pipeline/reward_model.py) scores it as positive; VADER is the gold
+scorer. Named `sentiment` in envs/text/tasks.py's TASKS."""
 
 from __future__ import annotations
 
@@ -7,25 +8,25 @@ import random
 
 import torch
 
-from envs.text.tasks import TextTask, register_task
+from envs.text.gold import gold_scores
+from envs.text.loading import load_reward_model
+from envs.text.pipeline.cache import ensure_text_models, split_corpus
+from envs.text.pipeline.reward_model import reward_scores, split_prompt
+from envs.text.pipeline.settings import TextModelSettings
+from envs.text.tasks import TextTask
 
 NUM_PROMPTS = 2000
 
 
-@register_task("sentiment")
-def sentiment_task(env_cfg) -> TextTask:
-    from envs.text.cache import ensure_text_models, split_corpus
-    from envs.text.gold import gold_scores
-    from envs.text.loading import load_reward_model
-    from envs.text.reward_model import reward_scores, split_prompt
-    from envs.text.settings import TextModelSettings
-
-    settings = TextModelSettings()
-    paths = ensure_text_models(settings)
+def sentiment_task(settings) -> TextTask:
+    """The task on the default models (built on first use, envs/text/pipeline/cache.py); `settings`, the env's,
+    changes nothing here."""
+    model_settings = TextModelSettings()
+    paths = ensure_text_models(model_settings)
     reward_model, reward_tokenizer = load_reward_model(paths.reward_model)
-    held_in, held_out = split_corpus(settings)
-    usable = [s.text for s in held_in if len(s.text.split()) > settings.prompt_words]
-    prompts = [split_prompt(text, settings.prompt_words)[0]
+    held_in, held_out = split_corpus(model_settings)
+    usable = [s.text for s in held_in if len(s.text.split()) > model_settings.prompt_words]
+    prompts = [split_prompt(text, model_settings.prompt_words)[0]
                for text in random.Random(0).sample(usable, min(NUM_PROMPTS, len(usable)))]
 
     @torch.no_grad()

@@ -1,31 +1,32 @@
-"""A text task's corpus as whole-sequence data for algo=seqgan: sentences tokenized with the policy model's
-tokenizer, cut or padded with EOS to env.max_prompt_tokens + env.max_new_tokens tokens, generated from EOS
-(GPT-2's BOS). Generators are judged by BLEU-4 against held-out sentences, self-BLEU-4 and distinct-n."""
+"""A text task's corpus as whole-sequence data for algo=seqgan (the `text` kind's sequence_task, envs/text/env.py):
+sentences tokenized with the policy model's tokenizer, cut or padded with EOS to env.max_prompt_tokens +
+env.max_new_tokens tokens, generated from EOS (GPT-2's BOS). Generators are judged by BLEU-4 against held-out
+sentences, self-BLEU-4 and distinct-n."""
 
 from __future__ import annotations
 
 import random
 
 import torch
-from omegaconf import DictConfig
 
-from algos.common import require
+from core.checks import require
 from envs.sequences import BleuReferences, SequenceTask, diversity_metrics
-from envs.text.tasks import load_task
+from envs.text.tasks import TextTask
 
 BLEU_HYPOTHESES = 500  # generated sentences scored against the held-out ones per evaluation
 
 
-def text_sequence_task(env_cfg: DictConfig) -> SequenceTask:
+def text_sequence_task(task: TextTask, policy_model: str | None, length: int) -> SequenceTask:
+    """Sequences of `length` tokens, split by the tokenizer of `policy_model` (None: the task's default model),
+    which the transformer generator also starts from."""
     from envs.text.loading import load_tokenizer
 
-    task = load_task(env_cfg.task, env_cfg)
-    model = env_cfg.policy_model or task.default_policy_model
+    model = policy_model or task.default_policy_model
     require(model is not None, f"task {task.name!r} names no default model; set env.policy_model (its tokenizer "
                                f"splits the text)")
     tokenizer = load_tokenizer(model)
     train_texts, heldout_texts = corpus_split(task)
-    length, eos = env_cfg.max_prompt_tokens + env_cfg.max_new_tokens, tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
     real = torch.tensor([fixed_length(tokenizer(t).input_ids, length, eos) for t in train_texts])
     references = BleuReferences([tokenizer(t).input_ids[:length] for t in heldout_texts])
 
@@ -38,10 +39,11 @@ def text_sequence_task(env_cfg: DictConfig) -> SequenceTask:
 
     return SequenceTask(name=task.name, real=real, vocab_size=len(tokenizer), start_token=eos, metrics=metrics,
                         headline="bleu4", lower_is_better=False, num_eval=2 * BLEU_HYPOTHESES,
-                        decode=lambda samples: tokenizer.batch_decode(until_eos(samples)), pretrained_generator=str(model))
+                        decode=lambda samples: tokenizer.batch_decode(until_eos(samples)),
+                        pretrained_generator=str(model))
 
 
-def corpus_split(task) -> tuple[list[str], list[str]]:
+def corpus_split(task: TextTask) -> tuple[list[str], list[str]]:
     texts = task.corpus or task.prompts
     require(len(texts) >= 2, f"task {task.name!r} has {len(texts)} sentence(s) of corpus (or prompts); "
                              f"algo=seqgan needs at least 2, some to train on and some to hold out")

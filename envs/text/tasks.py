@@ -4,7 +4,7 @@ file with no edit to project code:
     # my_task.py
     from envs.text.tasks import TextTask
 
-    def make_task(env_cfg):
+    def make_task(settings):  # the env's checked settings (envs/text/env.py, Settings)
         return TextTask(name="exclaim", prompts=["the movie was", "i think"],
                         reward=lambda prompt, completion: completion.count("!"))
 
@@ -18,9 +18,10 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from algos.common import ConfigError, require
+from core.checks import require
+from core.errors import ConfigError
 
 PerCompletion = Callable[[str, str], float]
 Batched = Callable[[list[str], list[str]], Sequence[float]]
@@ -53,26 +54,17 @@ class TextTask:
         return [self.reward(p, c) for p, c in zip(prompts, completions)]
 
 
-TASKS: dict[str, Callable] = {}
+# env.task name -> "module:factory" of a built-in task, imported only when named (as envs/__init__.py's KINDS are)
+TASKS = {"sentiment": "envs.text.sentiment:sentiment_task"}
 
 
-def register_task(name: str):
-    """Decorator: `@register_task("name")` on a factory `env_cfg -> TextTask` makes `env.task=name` work."""
-    def add(factory):
-        TASKS[name] = factory
-        return factory
-    return add
-
-
-def load_task(spec: str, env_cfg) -> TextTask:
-    """A registered task name, or `path/to/file.py:factory` / `package.module:factory`, where factory is a
-    TextTask or a function of the env config returning one."""
-    from envs.text import sentiment  # noqa: F401  registers the built-in tasks
-
+def load_task(spec: str, settings: Any) -> TextTask:
+    """A built-in task's name (TASKS), or `path/to/file.py:factory` / `package.module:factory`, where factory is
+    a TextTask or a function of the env's checked settings (envs/text/env.py, Settings) returning one."""
     if spec in TASKS:
-        task = TASKS[spec](env_cfg)
+        task = _from_factory(TASKS[spec], settings)
     elif ":" in spec:
-        task = _from_user_code(spec, env_cfg)
+        task = _from_factory(spec, settings)
     else:
         raise ConfigError(f"env.task={spec!r} is not a registered task ({', '.join(sorted(TASKS))}) nor "
                           f"'file.py:factory' / 'module:factory'")
@@ -80,13 +72,13 @@ def load_task(spec: str, env_cfg) -> TextTask:
     return task
 
 
-def _from_user_code(spec: str, env_cfg):
+def _from_factory(spec: str, settings: Any) -> Any:
     where, name = spec.rsplit(":", 1)
     module = _import_file(Path(where)) if where.endswith(".py") else _import_module(where, spec)
     if not hasattr(module, name):
         raise ConfigError(f"env.task={spec!r}: {where} defines no {name!r}")
     factory = getattr(module, name)
-    return factory if isinstance(factory, TextTask) else factory(env_cfg)
+    return factory if isinstance(factory, TextTask) else factory(settings)
 
 
 def _import_file(path: Path):

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
-from envs.text.base_lm import (build_language_model, encode_sentences, heldout_perplexity, train_language_model,
-                               train_tokenizer)
-from envs.text.corpus import Sentence, load_corpus, split_heldout
-from envs.text.reward_model import RankedGroup, evaluate_ranking, make_ranked_groups, train_reward_model
-from envs.text.settings import TextModelSettings
+from envs.text.pipeline.base_lm import (build_language_model, encode_sentences, heldout_perplexity,
+                                        train_language_model, train_tokenizer)
+from envs.text.pipeline.corpus import Sentence, load_corpus, split_heldout
+from envs.text.pipeline.reward_model import (RankedGroup, evaluate_ranking, initial_reward_model, make_ranked_groups,
+                                             train_reward_model)
+from envs.text.pipeline.settings import TextModelSettings
 
 log = logging.getLogger("tokengym.text")
 
@@ -146,7 +147,7 @@ def _train_reward_model(settings, held_in, held_out, base_lm_dir: Path, out_dir:
                                       settings.prompt_words, settings.labeller, random.Random(settings.seed))
     heldout_groups = heldout_ranked_groups(settings, held_out)
     tokenizer = AutoTokenizer.from_pretrained(base_lm_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(base_lm_dir, num_labels=1)
+    model = initial_reward_model(base_lm_dir)
     start, cpu_start = time.perf_counter(), time.process_time()
     train_reward_model(model, tokenizer, train_groups, settings)
     train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start

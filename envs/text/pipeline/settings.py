@@ -1,7 +1,8 @@
 """The settings that decide the default base language model and reward model.
 
-The defaults train both in minutes on one CPU thread (results/text_models.md has the measured time). The cache folder of a build is named by a hash of these
-settings, so changing any of them builds a new pair instead of loading a stale one.
+The defaults train both in minutes on one CPU thread (results/text_models.md has the measured time). The cache
+folder of a build is named by a hash of these settings, so changing any of them builds a new pair instead of
+loading a stale one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from algos.common import ConfigError
+from core.errors import ConfigError
 
-RT_POLARITY = Path(__file__).resolve().parents[3] / "shared" / "data" / "rt-polarity"
+RT_POLARITY = Path(__file__).resolve().parents[4] / "shared" / "data" / "rt-polarity"
 LABELLERS = ("human", "gold")
 
 

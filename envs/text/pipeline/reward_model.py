@@ -22,15 +22,18 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from transformers import AutoModelForSequenceClassification
 
-from algos.common import ConfigError
-from envs.text.base_lm import warmup_cosine
-from envs.text.corpus import Sentence
+from core.errors import ConfigError
 from envs.text.gold import gold_scores
-from envs.text.settings import TextModelSettings
+from envs.text.loading import load_report_silenced
+from envs.text.pipeline.base_lm import warmup_cosine
+from envs.text.pipeline.corpus import Sentence
+from envs.text.pipeline.settings import TextModelSettings
 
 log = logging.getLogger("tokengym.text")
 
@@ -44,6 +47,23 @@ class RankedGroup:
 
     def texts(self) -> list[str]:
         return [self.prompt + response for response in self.responses]
+
+
+def initial_reward_model(base_lm: str | Path):
+    """The reward model before training: the base LM's trunk under a new linear head with one output, r(x, y),
+    randomly initialised (the head is absent from the base LM by design, so transformers' report of it is replaced
+    by one line of ours). Weights the load could not match beyond that head are logged as a warning."""
+    with load_report_silenced():
+        model, info = AutoModelForSequenceClassification.from_pretrained(base_lm, num_labels=1,
+                                                                         output_loading_info=True)
+    head = {name for name, _ in model.score.named_parameters(prefix="score")}
+    log.info("reward model: new scalar head %s on the trunk of %s, randomly initialised; stage 2 trains it",
+             ", ".join(sorted(info["missing_keys"] & head)), base_lm)
+    unmatched = sorted(map(str, (info["missing_keys"] - head) | info["unexpected_keys"] | info["mismatched_keys"]))
+    if unmatched:
+        log.warning("reward model from %s: weights missing, unexpected or of another shape: %s", base_lm,
+                    ", ".join(unmatched))
+    return model
 
 
 def split_prompt(text: str, prompt_words: int) -> tuple[str, str]:

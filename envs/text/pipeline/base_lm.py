@@ -18,7 +18,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.nn import functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from envs.text.settings import TextModelSettings
+from envs.text.pipeline.settings import TextModelSettings
+from envs.text.tokens import left_padded
 
 log = logging.getLogger("tokengym.text")
 
@@ -136,17 +137,14 @@ def heldout_perplexity(model: GPT2LMHeadModel, sequences: list[list[int]], pad_i
 def sample_continuations(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int,
                          batch_size: int = 64) -> list[str]:
     """Ancestral samples (temperature 1, no top-k or top-p: the distribution a policy starts from) after
-    `<bos> prompt`, decoded without special tokens; each continuation keeps its leading space."""
+    `<bos> prompt` (as an episode starts, envs/text/tokens.py), decoded without special tokens; each
+    continuation keeps its leading space."""
     torch.manual_seed(seed)
     model.eval()
-    prompt_ids = [[tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     completions = []
     for start in range(0, len(prompts), batch_size):
-        batch = prompt_ids[start:start + batch_size]
-        width = max(len(p) for p in batch)
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in batch])  # left padding
-        out = model.generate(ids, attention_mask=(ids != tokenizer.pad_token_id).long(), do_sample=True,
-                             top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        completions += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        _, ids, mask, pad = left_padded(tokenizer, prompts[start:start + batch_size])
+        out = model.generate(ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        completions += tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
     return completions

@@ -1,8 +1,8 @@
 """Build the default base LM and reward model, measure them, and write results/text_models.md.
 
-    python -m envs.text.build                                   # the defaults, into ~/.cache/tokengym
-    python -m envs.text.build text_files=[my.txt] labeller=gold # your own text, ranked by the gold scorer
-    python -m envs.text.build --cache-dir /tmp/tg --report /tmp/report.md lm_epochs=1
+    python -m envs.text.pipeline.build                                   # the defaults, into ~/.cache/tokengym
+    python -m envs.text.pipeline.build text_files=[my.txt] labeller=gold # your own text, ranked by the gold scorer
+    python -m envs.text.pipeline.build --cache-dir /tmp/tg --report /tmp/report.md lm_epochs=1
 
 Reported: build time, held-out perplexity, the reward model's held-out pairwise accuracy (and the gold
 scorer's on the same pairs), sentiment AUC on SST-2 test and IMDB (UCI) where ../shared/data has them, and
@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algos.common import ConfigError
-from envs.text.base_lm import sample_continuations
-from envs.text.cache import build_text_models, heldout_ranked_groups, split_corpus
+from core.errors import ConfigError
 from envs.text.gold import POSITIVE_THRESHOLD, gold_scores
 from envs.text.loading import load_causal_lm, load_reward_model
-from envs.text.reward_model import pairwise_accuracy, reward_scores, split_prompt
-from envs.text.settings import RT_POLARITY, TextModelSettings, settings_from_overrides
+from envs.text.pipeline.base_lm import sample_continuations
+from envs.text.pipeline.cache import build_text_models, heldout_ranked_groups, split_corpus
+from envs.text.pipeline.reward_model import pairwise_accuracy, reward_scores, split_prompt
+from envs.text.pipeline.settings import RT_POLARITY, TextModelSettings, settings_from_overrides
 
-REPORT = Path(__file__).resolve().parents[2] / "results" / "text_models.md"
+REPORT = Path(__file__).resolve().parents[3] / "results" / "text_models.md"
 SHARED_DATA = RT_POLARITY.parent
 N_SAMPLE_PROMPTS, SHOWN_SAMPLES, MAX_NEW_TOKENS = 256, 10, 40
 
@@ -148,7 +148,7 @@ def report(command: str, settings: TextModelSettings, paths, build_s: tuple, loa
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="settings as key=value (see envs/text/settings.py)")
+    parser.add_argument("overrides", nargs="*", help="settings as key=value (see envs/text/pipeline/settings.py)")
     parser.add_argument("--cache-dir", default=None, help="default: $XDG_CACHE_HOME/tokengym or ~/.cache/tokengym")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     build_s = (time.perf_counter() - start, time.process_time() - cpu_start)
     measured = measure(settings, paths)
-    command = "python -m envs.text.build " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m envs.text.pipeline.build " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = report(command.strip(), settings, paths, build_s, (load_start, os.getloadavg()[0]), measured)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from algos.common import ConfigError
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)
