@@ -24,8 +24,8 @@ from core.checks import require, require_fraction, require_positive
 
 @dataclass
 class Hyperparameters:
-    """A2C, SB3 defaults (rl-zoo's CartPole set). The defaults here are the only ones: algos/registry.py stores them as
-    the Hydra config group `algo`."""
+    """A2C, SB3 defaults (rl-zoo's CartPole set). The defaults here are the only ones: algos/registry.py stores them
+    as the Hydra config group `algo`."""
 
     name: str = "a2c"
     learning_rate: float = 7e-4  # RMSprop step size
@@ -72,17 +72,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             adv = normalize_advantages(adv)
 
         logprob, entropy, values = agent.evaluate(batch.obs, batch.actions)
-        loss, pg_loss, v_loss, ent = actor_critic_loss(logprob, entropy, values, adv, batch.returns,
-                                                       hp.ent_coef, hp.vf_coef)
+        loss, pg_loss, v_loss, ent = actor_critic_loss(
+            logprob, entropy, values, adv, batch.returns, hp.ent_coef, hp.vf_coef
+        )
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
         optimizer.step()
 
-        run.end_update(update, {
-            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(), "losses/entropy": ent.item(),
-            "charts/learning_rate": lr, "losses/explained_variance": explained_variance(batch.values, batch.returns),
-        }, state)
+        run.end_update(
+            update,
+            {
+                "losses/policy_loss": pg_loss.item(),
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": ent.item(),
+                "charts/learning_rate": lr,
+                "losses/explained_variance": explained_variance(batch.values, batch.returns),
+            },
+            state,
+        )
     return run.finish(state)
 
 

@@ -28,8 +28,11 @@ EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128  # a signal exits 128 +
 def differing_settings(saved: DictConfig, given: DictConfig) -> list[str]:
     saved_flat = {k: v for k, v in _flatten(OmegaConf.to_container(saved, resolve=True)).items() if k != "resume"}
     given_flat = {k: v for k, v in _flatten(OmegaConf.to_container(given, resolve=True)).items() if k != "resume"}
-    return [f"{k} (saved {saved_flat.get(k)!r}, given {given_flat.get(k)!r})"
-            for k in sorted(saved_flat.keys() | given_flat.keys()) if saved_flat.get(k) != given_flat.get(k)]
+    return [
+        f"{k} (saved {saved_flat.get(k)!r}, given {given_flat.get(k)!r})"
+        for k in sorted(saved_flat.keys() | given_flat.keys())
+        if saved_flat.get(k) != given_flat.get(k)
+    ]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -46,8 +49,10 @@ def config_for_run_dir(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """A folder with a checkpoint continues with the config it was started with. `resume=<folder>` alone takes
     that config as it is; settings given on the command line must agree with it."""
     if cfg.resume is not None and not (run_dir / "checkpoint.pt").exists():
-        raise ConfigError(f"resume={cfg.resume}: no checkpoint.pt in that folder; give a run folder that "
-                          f"holds one, or drop resume= to start a new run")
+        raise ConfigError(
+            f"resume={cfg.resume}: no checkpoint.pt in that folder; give a run folder that "
+            f"holds one, or drop resume= to start a new run"
+        )
     saved_path = run_dir / "config.yaml"
     if not (run_dir / "checkpoint.pt").exists() or not saved_path.exists():
         return cfg
@@ -58,9 +63,11 @@ def config_for_run_dir(cfg: DictConfig, run_dir: Path) -> DictConfig:
         return saved
     diffs = differing_settings(saved, cfg)
     if diffs:
-        raise ConfigError(f"{run_dir} holds a run started with other settings: {'; '.join(diffs[:5])}. "
-                          f"Resume it with its own settings (resume={run_dir} alone), or start a new run in "
-                          f"another folder")
+        raise ConfigError(
+            f"{run_dir} holds a run started with other settings: {'; '.join(diffs[:5])}. "
+            f"Resume it with its own settings (resume={run_dir} alone), or start a new run in "
+            f"another folder"
+        )
     return cfg
 
 
@@ -86,15 +93,21 @@ def run_job(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records this job as failed and the sweep goes on with the others
         bad_input = not isinstance(err, NonFiniteError)
-        sys.exit(_fail(f"tokengym: {'error' if bad_input else 'stopped'}: {err}",
-                       EXIT_BAD_INPUT if bad_input else EXIT_NON_FINITE))
+        sys.exit(
+            _fail(
+                f"tokengym: {'error' if bad_input else 'stopped'}: {err}",
+                EXIT_BAD_INPUT if bad_input else EXIT_NON_FINITE,
+            )
+        )
     except Preempted as err:
         sys.exit(_fail(f"tokengym: {err}", EXIT_SIGNAL + signal.Signals[StopSignal.received].value))
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
-    print(f"run folder: {run_dir} (eval {summary['eval'].get('metric', 'return')} {summary['eval']['mean']:.4g})",
-          file=sys.stderr)
+    print(
+        f"run folder: {run_dir} (eval {summary['eval'].get('metric', 'return')} {summary['eval']['mean']:.4g})",
+        file=sys.stderr,
+    )
     return summary["eval"]["mean"]
 
 
@@ -121,24 +134,36 @@ def check_algo_keys(args: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
     except HydraException:
         return  # Hydra reports malformed overrides itself
-    keys = [o.key_or_group.split(".")[1] for o in overrides
-            if o.key_or_group.startswith("algo.") and not (o.is_add() or o.is_force_add())]
+    keys = [
+        o.key_or_group.split(".")[1]
+        for o in overrides
+        if o.key_or_group.startswith("algo.") and not (o.is_add() or o.is_force_add())
+    ]
     for name in chosen_algos(overrides):
         if not keys or name not in ALGORITHMS:
             continue  # an unknown algorithm name is Hydra's to report, with the choices
         valid = [f.name for f in dataclasses.fields(hyperparameters(name))]
         for key in keys:
             if key not in valid:
-                sys.exit(_fail(f"tokengym: error: algo.{key} is not a hyperparameter of {name}; valid: "
-                               f"{', '.join(valid)}", EXIT_BAD_INPUT))
+                sys.exit(
+                    _fail(
+                        f"tokengym: error: algo.{key} is not a hyperparameter of {name}; valid: {', '.join(valid)}",
+                        EXIT_BAD_INPUT,
+                    )
+                )
 
 
 def main(algo: str | None = None) -> None:
     """`algo` pins the algorithm when an algorithm file is run on its own (CleanRL style)."""
     if algo is not None:
         if any(arg.startswith("algo=") for arg in sys.argv[1:]):
-            sys.exit(_fail(f"tokengym: error: python -m algos.{algo} trains {algo}; drop the algo= override "
-                           f"or use python -m algos algo=...", EXIT_BAD_INPUT))
+            sys.exit(
+                _fail(
+                    f"tokengym: error: python -m algos.{algo} trains {algo}; drop the algo= override "
+                    f"or use python -m algos algo=...",
+                    EXIT_BAD_INPUT,
+                )
+            )
         sys.argv.insert(1, f"algo={algo}")
     check_algo_keys(sys.argv[1:])
     run_job()

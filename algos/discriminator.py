@@ -29,11 +29,21 @@ class Discriminator(nn.Module):
     """The CNN text classifier of Kim 2014 as SeqGAN uses it: embeddings, one convolution per window size with
     ReLU and max-over-time pooling, a highway layer, dropout, and two-class logits (generated, real)."""
 
-    def __init__(self, vocab_size: int, length: int, embedding_dim: int, filter_sizes: list[int],
-                 num_filters: list[int], dropout: float):
+    def __init__(
+        self,
+        vocab_size: int,
+        length: int,
+        embedding_dim: int,
+        filter_sizes: list[int],
+        num_filters: list[int],
+        dropout: float,
+    ):
         super().__init__()
-        require(max(filter_sizes) <= length, f"algo.dis_filter_sizes={filter_sizes}: a window is longer than "
-                                                    f"the {length}-token sequences; drop the sizes above {length}")
+        require(
+            max(filter_sizes) <= length,
+            f"algo.dis_filter_sizes={filter_sizes}: a window is longer than "
+            f"the {length}-token sequences; drop the sizes above {length}",
+        )
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, n, k) for k, n in zip(filter_sizes, num_filters))
         self.highway = Highway(sum(num_filters))

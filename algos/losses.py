@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 
-def value_loss(values: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor | None = None,
-               clip_coef: float | None = None) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor | None = None, clip_coef: float | None = None
+) -> torch.Tensor:
     """The critic's regression 0.5 E[(V(s_t) - V_t^targ)^2] (the c_1 term of PPO's eq. 9). With `clip_coef`
     (PPO's value clipping, Huang et al. 2022 detail 9), the pessimistic max with V_old + clip(V - V_old, +-eps)."""
     if clip_coef is None:

@@ -35,11 +35,15 @@ class NatureCNN(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.net = nn.Sequential(
-            layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            layer_init(nn.Conv2d(channels, 32, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+            nn.ReLU(),
             nn.Flatten(),
-            layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
+            layer_init(nn.Linear(64 * 7 * 7, 512)),
+            nn.ReLU(),
         ).to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -79,8 +83,14 @@ class Agent(nn.Module):
     (core/agent.py's AgentContract). Actor and critic torsos are separate modules, or one shared module (Atari's
     Nature CNN)."""
 
-    def __init__(self, actor_torso: nn.Module, critic_torso: nn.Module, torso_dim: int,
-                 action_space: gym.Space, obs_normalizer: RunningMeanStd | None = None):
+    def __init__(
+        self,
+        actor_torso: nn.Module,
+        critic_torso: nn.Module,
+        torso_dim: int,
+        action_space: gym.Space,
+        obs_normalizer: RunningMeanStd | None = None,
+    ):
         super().__init__()
         self.actor_torso, self.critic_torso = actor_torso, critic_torso
         self.obs_normalizer = obs_normalizer
@@ -134,8 +144,11 @@ class Agent(nn.Module):
 def make_agent(obs_space: gym.Space, action_space: gym.Space, net: NetSettings) -> AgentContract:
     """Pick the torso from the observation space: vectors -> two MLPs, uint8 images -> one shared Nature CNN;
     a space that knows its agent builds it (token sequences -> a causal LM with a value head, envs/text)."""
-    agent = obs_space.build_agent(action_space) if hasattr(obs_space, "build_agent") else \
-        _actor_critic(obs_space, action_space, net)
+    agent = (
+        obs_space.build_agent(action_space)
+        if hasattr(obs_space, "build_agent")
+        else _actor_critic(obs_space, action_space, net)
+    )
     missing = [name for name in _contract_members() if not hasattr(agent, name)]
     require(not missing, f"the agent {type(agent).__name__} lacks {', '.join(missing)} of core.agent.AgentContract")
     return agent
@@ -146,8 +159,10 @@ def _contract_members() -> list[str]:
 
 
 def _actor_critic(obs_space: gym.Space, action_space: gym.Space, net: NetSettings) -> Agent:
-    require(isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)),
-            f"action space {action_space} is not supported; use Discrete or Box")
+    require(
+        isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)),
+        f"action space {action_space} is not supported; use Discrete or Box",
+    )
     if isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1:
         normalizer = RunningMeanStd(obs_space.shape) if net.normalize_obs else None
         actor, critic = (mlp(obs_space.shape[0], net.hidden_sizes, net.activation) for _ in range(2))

@@ -25,8 +25,8 @@ from core.checks import require_fraction, require_positive
 
 @dataclass
 class Hyperparameters:
-    """REINFORCE with reward-to-go and a learned baseline. The defaults here are the only ones: algos/registry.py stores them as
-    the Hydra config group `algo`."""
+    """REINFORCE with reward-to-go and a learned baseline. The defaults here are the only ones: algos/registry.py
+    stores them as the Hydra config group `algo`."""
 
     name: str = "pg"
     learning_rate: float = 1e-2  # policy Adam step size
@@ -38,8 +38,7 @@ class Hyperparameters:
     max_grad_norm: float = 1.0
 
     def __post_init__(self):
-        require_positive(self, "learning_rate", "value_learning_rate", "value_iters", "num_steps",
-                                "max_grad_norm")
+        require_positive(self, "learning_rate", "value_learning_rate", "value_iters", "num_steps", "max_grad_norm")
         require_fraction(self, "gamma")
 
 
@@ -76,12 +75,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             v_loss.backward()
             value_opt.step()
 
-        run.end_update(update, {
-            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-            "losses/entropy": entropy.mean().item(), "charts/learning_rate": hp.learning_rate,
-            "charts/value_learning_rate": hp.value_learning_rate,
-            "losses/explained_variance": explained_variance(batch.values, batch.returns),
-        }, state)
+        run.end_update(
+            update,
+            {
+                "losses/policy_loss": pg_loss.item(),
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": entropy.mean().item(),
+                "charts/learning_rate": hp.learning_rate,
+                "charts/value_learning_rate": hp.value_learning_rate,
+                "losses/explained_variance": explained_variance(batch.values, batch.returns),
+            },
+            state,
+        )
     return run.finish(state)
 
 

@@ -29,8 +29,8 @@ from core.checks import require, require_choice, require_fraction, require_posit
 
 @dataclass
 class Hyperparameters:
-    """PPO-clip, CleanRL ppo.py defaults. The defaults here are the only ones: algos/registry.py stores them as
-    the Hydra config group `algo`."""
+    """PPO-clip, CleanRL ppo.py defaults. The defaults here are the only ones: algos/registry.py stores them as the
+    Hydra config group `algo`."""
 
     name: str = "ppo_clip"
     learning_rate: float = 2.5e-4  # Adam step size at the start (annealed linearly to 0 if anneal_lr)
@@ -55,13 +55,22 @@ class Hyperparameters:
 
     def __post_init__(self):
         require_choice(self, "minibatch_by", ("sample", "env"))
-        require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches",
-                                "update_epochs", "clip_coef", "max_grad_norm")
+        require_positive(
+            self,
+            "learning_rate",
+            "adam_eps",
+            "num_steps",
+            "num_minibatches",
+            "update_epochs",
+            "clip_coef",
+            "max_grad_norm",
+        )
         require_fraction(self, "gamma", "gae_lambda")
         require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
         require(self.target_kl is None or self.target_kl > 0, f"algo.target_kl={self.target_kl} must be > 0")
-        require(self.ptx_coef >= 0 and self.ptx_batch_size > 0,
-                       "algo.ptx_coef must be >= 0 and algo.ptx_batch_size > 0")
+        require(
+            self.ptx_coef >= 0 and self.ptx_batch_size > 0, "algo.ptx_coef must be >= 0 and algo.ptx_batch_size > 0"
+        )
 
 
 def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
@@ -74,12 +83,19 @@ def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_c
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     config = check_config(cfg, Hyperparameters)
     hp = config.algo
-    run = start_run(config, "ppo_clip", run_dir, Segments(hp.num_steps, hp.gamma, hp.num_minibatches,
-                                                          hp.minibatch_by), kl_target=hp.target_kl)
+    run = start_run(
+        config,
+        "ppo_clip",
+        run_dir,
+        Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
+        kl_target=hp.target_kl,
+    )
     agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
-    require(not hp.ptx_coef or isinstance(agent, PretrainingAgent),
-                   f"algo.ptx_coef={hp.ptx_coef} (PPO-ptx) needs an agent with pre-training data, such as the text "
-                   f"agent; this env's agent has none: set algo.ptx_coef=0")
+    require(
+        not hp.ptx_coef or isinstance(agent, PretrainingAgent),
+        f"algo.ptx_coef={hp.ptx_coef} (PPO-ptx) needs an agent with pre-training data, such as the text "
+        f"agent; this env's agent has none: set algo.ptx_coef=0",
+    )
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
     first_update, state = run.start({"optimizer": optimizer}, {})
@@ -123,13 +139,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             if stop_early:
                 break
 
-        run.end_update(update, {
-            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-            "losses/entropy": entropy_loss.item(), "losses/approx_kl": kl.item(),
-            "losses/clipfrac": torch.stack(clipfracs).mean().item(), "charts/learning_rate": lr,
-            "losses/explained_variance": explained_variance(batch.values, batch.returns),
-            **({"losses/ptx_loss": ptx_loss.item()} if hp.ptx_coef else {}),
-        }, state)
+        run.end_update(
+            update,
+            {
+                "losses/policy_loss": pg_loss.item(),
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": entropy_loss.item(),
+                "losses/approx_kl": kl.item(),
+                "losses/clipfrac": torch.stack(clipfracs).mean().item(),
+                "charts/learning_rate": lr,
+                "losses/explained_variance": explained_variance(batch.values, batch.returns),
+                **({"losses/ptx_loss": ptx_loss.item()} if hp.ptx_coef else {}),
+            },
+            state,
+        )
     return run.finish(state)
 
 

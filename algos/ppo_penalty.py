@@ -25,8 +25,8 @@ from core.checks import require, require_choice, require_fraction, require_posit
 
 @dataclass
 class Hyperparameters:
-    """PPO with the adaptive KL penalty. The defaults here are the only ones: algos/registry.py stores them as
-    the Hydra config group `algo`."""
+    """PPO with the adaptive KL penalty. The defaults here are the only ones: algos/registry.py stores them as the
+    Hydra config group `algo`."""
 
     name: str = "ppo_penalty"
     learning_rate: float = 3e-4
@@ -47,8 +47,17 @@ class Hyperparameters:
 
     def __post_init__(self):
         require_choice(self, "minibatch_by", ("sample", "env"))
-        require_positive(self, "learning_rate", "adam_eps", "num_steps", "num_minibatches", "update_epochs",
-                                "target_kl", "init_beta", "max_grad_norm")
+        require_positive(
+            self,
+            "learning_rate",
+            "adam_eps",
+            "num_steps",
+            "num_minibatches",
+            "update_epochs",
+            "target_kl",
+            "init_beta",
+            "max_grad_norm",
+        )
         require_fraction(self, "gamma", "gae_lambda")
         require(self.ent_coef >= 0 and self.vf_coef >= 0, "algo.ent_coef and algo.vf_coef must be >= 0")
 
@@ -70,8 +79,13 @@ def adapt_beta(beta: float, kl: float, target_kl: float) -> float:
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     config = check_config(cfg, Hyperparameters)
     hp = config.algo
-    run = start_run(config, "ppo_penalty", run_dir, Segments(hp.num_steps, hp.gamma, hp.num_minibatches,
-                                                             hp.minibatch_by), kl_target=hp.target_kl)
+    run = start_run(
+        config,
+        "ppo_penalty",
+        run_dir,
+        Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
+        kl_target=hp.target_kl,
+    )
     agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
@@ -106,12 +120,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         with torch.no_grad():
             measured_kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean().item()
         beta_used, beta = beta, adapt_beta(beta, measured_kl, hp.target_kl)
-        run.end_update(update, {
-            "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-            "losses/entropy": entropy.mean().item(), "losses/approx_kl": measured_kl, "losses/kl_beta": beta_used,
-            "charts/learning_rate": lr,
-            "losses/explained_variance": explained_variance(batch.values, batch.returns),
-        }, {"beta": beta})
+        run.end_update(
+            update,
+            {
+                "losses/policy_loss": pg_loss.item(),
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": entropy.mean().item(),
+                "losses/approx_kl": measured_kl,
+                "losses/kl_beta": beta_used,
+                "charts/learning_rate": lr,
+                "losses/explained_variance": explained_variance(batch.values, batch.returns),
+            },
+            {"beta": beta},
+        )
     return run.finish({"beta": beta})
 
 

@@ -3,8 +3,8 @@ envs that report a reference policy (core/info.py: the env-to-rollout info proto
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -17,8 +17,14 @@ from core.errors import NonFiniteError
 from envs.snapshot import restore_vector_env_state, vector_env_state
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, episode_ends: torch.Tensor, last_value: torch.Tensor,
-        gamma: float, lam: float) -> torch.Tensor:
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    episode_ends: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
     """Generalized advantage estimation (Schulman et al. 2016, eq. 16), arrays shaped (T, num_envs).
 
     delta_t = r_t + gamma * V(s_{t+1}) * (1 - end_t) - V(s_t)
@@ -170,8 +176,17 @@ class Rollout(EpisodeBookkeeping):
     `bootstrap_truncated=False` is for environments whose limit is part of the task (the text env's response
     limit, where the final reward is paid): nothing follows a truncation there, so nothing is bootstrapped."""
 
-    def __init__(self, envs: gym.vector.VectorEnv, agent: AgentContract, num_steps: int, gamma: float, seed: int,
-                 scale_rewards: bool = False, kl: KLController | None = None, bootstrap_truncated: bool = True):
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        agent: AgentContract,
+        num_steps: int,
+        gamma: float,
+        seed: int,
+        scale_rewards: bool = False,
+        kl: KLController | None = None,
+        bootstrap_truncated: bool = True,
+    ):
         super().__init__(envs.num_envs, kl)
         self.envs, self.agent, self.num_steps, self.gamma = envs, agent, num_steps, gamma
         self.bootstrap_truncated = bootstrap_truncated
@@ -210,18 +225,31 @@ class Rollout(EpisodeBookkeeping):
         with torch.no_grad():
             last_value = agent.value(self.next_obs)
         values_t = torch.stack(values)
-        advantages = gae(torch.from_numpy(rewards), values_t, torch.from_numpy(ends), last_value, self.gamma,
-                         gae_lambda)
+        advantages = gae(
+            torch.from_numpy(rewards), values_t, torch.from_numpy(ends), last_value, self.gamma, gae_lambda
+        )
         self._obs_for_stats = obs_t
-        return Batch(_flat(obs_t), _flat(torch.stack(actions)), _flat(torch.stack(logprobs)), _flat(values_t),
-                     _flat(advantages), _flat(advantages + values_t), n)
+        return Batch(
+            _flat(obs_t),
+            _flat(torch.stack(actions)),
+            _flat(torch.stack(logprobs)),
+            _flat(values_t),
+            _flat(advantages),
+            _flat(advantages + values_t),
+            n,
+        )
 
     def state_dict(self) -> dict:
-        return {"next_obs": self.next_obs, "global_step": self.global_step,
-                "batches_collected": self.batches_collected, "obs_for_stats": self._obs_for_stats,
-                "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
-                "kl_beta": self.kl.beta if self.kl is not None else None,
-                "episode_kl": torch.from_numpy(self.episode_kl.copy()), "envs": vector_env_state(self.envs)}
+        return {
+            "next_obs": self.next_obs,
+            "global_step": self.global_step,
+            "batches_collected": self.batches_collected,
+            "obs_for_stats": self._obs_for_stats,
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
+            "kl_beta": self.kl.beta if self.kl is not None else None,
+            "episode_kl": torch.from_numpy(self.episode_kl.copy()),
+            "envs": vector_env_state(self.envs),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step = state["global_step"]
@@ -245,6 +273,7 @@ class Rollout(EpisodeBookkeeping):
             with torch.no_grad():
                 bonus[idx] = self.gamma * self.agent.value(final_obs).numpy()
         return bonus
+
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     """(T, num_envs, ...) -> (T * num_envs, ...), step-major."""

@@ -55,19 +55,32 @@ def start_run(config: Config, algo: str, run_dir: Path, segments: Segments, kl_t
     env = vector_env_settings(config.env)
     num_envs, minibatches = env.num_envs, segments.num_minibatches
     batch_size = num_envs * segments.num_steps
-    require(segments.minibatch_by == "sample" or num_envs % minibatches == 0,
-            f"algo.minibatch_by=env splits env.num_envs={num_envs} environments into "
-            f"algo.num_minibatches={minibatches} equal groups; choose a divisor of {num_envs}")
-    require(batch_size % minibatches == 0,
-            f"a batch of env.num_envs * algo.num_steps = {num_envs} * {segments.num_steps} = {batch_size} "
-            f"samples cannot be split into algo.num_minibatches={minibatches} equal minibatches; "
-            f"choose a divisor of {batch_size}")
-    require(config.run.total_timesteps >= batch_size,
-            f"total_timesteps={config.run.total_timesteps} is less than one batch ({batch_size} samples)")
+    require(
+        segments.minibatch_by == "sample" or num_envs % minibatches == 0,
+        f"algo.minibatch_by=env splits env.num_envs={num_envs} environments into "
+        f"algo.num_minibatches={minibatches} equal groups; choose a divisor of {num_envs}",
+    )
+    require(
+        batch_size % minibatches == 0,
+        f"a batch of env.num_envs * algo.num_steps = {num_envs} * {segments.num_steps} = {batch_size} "
+        f"samples cannot be split into algo.num_minibatches={minibatches} equal minibatches; "
+        f"choose a divisor of {batch_size}",
+    )
+    require(
+        config.run.total_timesteps >= batch_size,
+        f"total_timesteps={config.run.total_timesteps} is less than one batch ({batch_size} samples)",
+    )
     envs, agent = _environments_and_agent(config, env)
-    rollout = Rollout(envs, agent, segments.num_steps, segments.gamma, config.run.seed,
-                      scale_rewards=env.normalize_reward, kl=_kl_controller(env),
-                      bootstrap_truncated=env.bootstraps_truncation())
+    rollout = Rollout(
+        envs,
+        agent,
+        segments.num_steps,
+        segments.gamma,
+        config.run.seed,
+        scale_rewards=env.normalize_reward,
+        kl=_kl_controller(env),
+        bootstrap_truncated=env.bootstraps_truncation(),
+    )
     return Run(config, algo, run_dir, agent, rollout, config.run.total_timesteps // batch_size, kl_target)
 
 
@@ -86,8 +99,16 @@ class Run(RunFolder):
     """`start` resumes from the folder's checkpoint when there is one; `end_update` is called once per update;
     `finish` writes the final checkpoint, evaluates the policy and writes the summary."""
 
-    def __init__(self, config: Config, algo: str, run_dir: Path, agent: AgentContract, rollout: Rollout,
-                 num_updates: int, kl_target: float | None):
+    def __init__(
+        self,
+        config: Config,
+        algo: str,
+        run_dir: Path,
+        agent: AgentContract,
+        rollout: Rollout,
+        num_updates: int,
+        kl_target: float | None,
+    ):
         super().__init__(config, algo, run_dir)
         self.agent, self.rollout, self.num_updates, self.kl_target = agent, rollout, num_updates, kl_target
         self.log_every = max(1, num_updates // 1000)  # at most about a thousand points per loss curve
@@ -112,16 +133,25 @@ class Run(RunFolder):
         torch.set_rng_state(checkpoint["torch_rng"])
         self.wall_before = checkpoint["meta"]["wall_clock_s"]
         next_update = checkpoint["meta"]["next_update"]
-        log.info("resuming %s from update %d (environment step %d)", self.checkpoint_path, next_update,
-                 self.rollout.global_step)
+        log.info(
+            "resuming %s from update %d (environment step %d)",
+            self.checkpoint_path,
+            next_update,
+            self.rollout.global_step,
+        )
         return next_update, checkpoint["algo_state"]
 
     def save_checkpoint(self, next_update: int, algo_state: dict) -> None:
-        self.write_checkpoint({"global_step": self.rollout.global_step, "next_update": next_update}, {
-            "agent": self.agent.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "algo_state": algo_state, "rollout": self.rollout.state_dict(), "torch_rng": torch.get_rng_state(),
-        })
+        self.write_checkpoint(
+            {"global_step": self.rollout.global_step, "next_update": next_update},
+            {
+                "agent": self.agent.state_dict(),
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                "algo_state": algo_state,
+                "rollout": self.rollout.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+        )
 
     def end_update(self, update: int, scalars: dict[str, float], algo_state: dict) -> None:
         self._check_finite(update, scalars)
@@ -133,13 +163,21 @@ class Run(RunFolder):
     def _check_finite(self, update: int, scalars: dict[str, float]) -> None:
         self.check_finite(f"update {update}", scalars)
         if not all(torch.isfinite(p).all() for p in self.agent.parameters()):
-            raise NonFiniteError(f"the agent's parameters became non-finite at update {update} (a non-finite "
-                                 f"gradient); the last good checkpoint is kept at {self.checkpoint_path}")
+            raise NonFiniteError(
+                f"the agent's parameters became non-finite at update {update} (a non-finite "
+                f"gradient); the last good checkpoint is kept at {self.checkpoint_path}"
+            )
         kl, alarm = scalars.get("losses/approx_kl"), self.config.run.kl_alarm
         if kl is not None and self.kl_target is not None and kl > alarm * self.kl_target:
-            log.warning("KL DIVERGING: KL(pi_old || pi) = %.4g at update %d is %.0fx the target %.4g "
-                        "(kl_alarm=%g); consider a smaller learning rate", kl, update, kl / self.kl_target,
-                        self.kl_target, alarm)
+            log.warning(
+                "KL DIVERGING: KL(pi_old || pi) = %.4g at update %d is %.0fx the target %.4g "
+                "(kl_alarm=%g); consider a smaller learning rate",
+                kl,
+                update,
+                kl / self.kl_target,
+                self.kl_target,
+                alarm,
+            )
 
     def _log(self, update: int, scalars: dict[str, float]) -> None:
         """New finished episodes always; losses every `log_every` updates. x-axis = environment steps."""
@@ -168,12 +206,25 @@ class Run(RunFolder):
         if settings.capture_video:
             videos = record_video(self.agent, self.config.env, self.dir / "videos", settings.seed + 10_000)
             log.info("evaluation video: %s", ", ".join(map(str, videos)))
-        summary = self.write_summary({
-            "total_env_steps": steps, "wall_clock_s": round(wall, 3),
-            "steps_per_second": round(steps / wall, 1) if wall > 0 else None,
-            "eval": {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": len(returns),
-                     "policy": "deterministic (argmax / Gaussian mean)", "returns": returns.tolist()},
-        })
-        log.info("eval return %.1f +- %.1f over %d episodes; run folder: %s",
-                 returns.mean(), returns.std(), len(returns), self.dir)
+        summary = self.write_summary(
+            {
+                "total_env_steps": steps,
+                "wall_clock_s": round(wall, 3),
+                "steps_per_second": round(steps / wall, 1) if wall > 0 else None,
+                "eval": {
+                    "mean": float(returns.mean()),
+                    "std": float(returns.std()),
+                    "episodes": len(returns),
+                    "policy": "deterministic (argmax / Gaussian mean)",
+                    "returns": returns.tolist(),
+                },
+            }
+        )
+        log.info(
+            "eval return %.1f +- %.1f over %d episodes; run folder: %s",
+            returns.mean(),
+            returns.std(),
+            len(returns),
+            self.dir,
+        )
         return summary

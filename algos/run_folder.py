@@ -37,8 +37,9 @@ class StopSignal:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -57,8 +58,10 @@ def library_versions() -> dict[str, str | None]:
 def check_checkpoint_meta(checkpoint: dict, path: Path, algo: str, env_id: str) -> None:
     meta = checkpoint.get("meta", {})
     if (meta.get("algo"), meta.get("env")) != (algo, env_id):
-        raise CheckpointError(f"{path} is a checkpoint of {meta.get('algo')} on {meta.get('env')}, but this run "
-                              f"is {algo} on {env_id}; resume it with the same algo and env, or use another folder")
+        raise CheckpointError(
+            f"{path} is a checkpoint of {meta.get('algo')} on {meta.get('env')}, but this run "
+            f"is {algo} on {env_id}; resume it with the same algo and env, or use another folder"
+        )
 
 
 def check_checkpoint_fits(checkpoint: dict, path: Path, algo: str, env_id: str, agent: nn.Module) -> None:
@@ -66,10 +69,15 @@ def check_checkpoint_fits(checkpoint: dict, path: Path, algo: str, env_id: str, 
     ours = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
     if ours != theirs:
-        diffs = [f"{k}: checkpoint {theirs.get(k)}, this agent {ours.get(k)}"
-                 for k in sorted(ours.keys() | theirs.keys()) if ours.get(k) != theirs.get(k)]
-        raise CheckpointError(f"{path} was saved by a network of another shape ({'; '.join(diffs[:3])}); "
-                              f"use the run's own net settings (its config.yaml)")
+        diffs = [
+            f"{k}: checkpoint {theirs.get(k)}, this agent {ours.get(k)}"
+            for k in sorted(ours.keys() | theirs.keys())
+            if ours.get(k) != theirs.get(k)
+        ]
+        raise CheckpointError(
+            f"{path} was saved by a network of another shape ({'; '.join(diffs[:3])}); "
+            f"use the run's own net settings (its config.yaml)"
+        )
 
 
 class RunFolder:
@@ -98,31 +106,44 @@ class RunFolder:
         return self.wall_before + time.perf_counter() - self.start_time
 
     def checkpoint_due(self) -> bool:
-        return bool(StopSignal.received) or \
-            time.perf_counter() - self.last_checkpoint_time >= self.config.run.checkpoint_interval_s
+        return (
+            bool(StopSignal.received)
+            or time.perf_counter() - self.last_checkpoint_time >= self.config.run.checkpoint_interval_s
+        )
 
     def write_checkpoint(self, meta: dict, state: dict) -> None:
         """The checkpoint: `state`, and `meta` beside the algo, env and wall-clock that `load` checks."""
         self.writer.flush()  # events up to this checkpoint are on disk before it is
-        state = {"meta": {"algo": self.algo, "env": self.config.env.id, "wall_clock_s": self.wall_clock(), **meta},
-                 **state}
+        state = {
+            "meta": {"algo": self.algo, "env": self.config.env.id, "wall_clock_s": self.wall_clock(), **meta},
+            **state,
+        }
         atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
         self.last_checkpoint_time = time.perf_counter()
 
     def stop_if_signalled(self, unit: str, done: int, total: int) -> None:
         if StopSignal.received:
-            raise Preempted(f"{StopSignal.received} received: stopped after {unit} {done} of {total} with a "
-                            f"checkpoint; continue with resume={self.dir}")
+            raise Preempted(
+                f"{StopSignal.received} received: stopped after {unit} {done} of {total} with a "
+                f"checkpoint; continue with resume={self.dir}"
+            )
 
     def check_finite(self, where: str, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
             if not np.isfinite(value):
-                raise NonFiniteError(f"{tag} became {value} at {where}; the last good checkpoint is kept at "
-                                     f"{self.checkpoint_path}")
+                raise NonFiniteError(
+                    f"{tag} became {value} at {where}; the last good checkpoint is kept at {self.checkpoint_path}"
+                )
 
     def write_summary(self, results: dict) -> dict:
-        summary = {"algo": self.algo, "env": self.config.env.id, "seed": self.config.run.seed, **results,
-                   "versions": library_versions(), "git_commit": git_commit()}
+        summary = {
+            "algo": self.algo,
+            "env": self.config.env.id,
+            "seed": self.config.run.seed,
+            **results,
+            "versions": library_versions(),
+            "git_commit": git_commit(),
+        }
         self.writer.close()
         atomic_write(self.dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
         return summary

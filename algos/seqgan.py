@@ -36,8 +36,14 @@ from algos.seqgan_run import SeqGANRun, evaluate_generator, schedule
 from algos.settings import check_config
 from core.checks import require, require_choice, require_positive
 from envs import make_sequence_task
-from envs.sequences import (LSTMLanguageModel, SequenceTask, TransformerLanguageModel, evaluating, generate,
-                            token_log_likelihoods)
+from envs.sequences import (
+    LSTMLanguageModel,
+    SequenceTask,
+    TransformerLanguageModel,
+    evaluating,
+    generate,
+    token_log_likelihoods,
+)
 
 
 # ------------------------------------------------------------------------------------------------- losses
@@ -61,8 +67,9 @@ def advantages(rewards: torch.Tensor, baseline: bool) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- rewards (eq. 4)
-def monte_carlo_rewards(rollout_policy: nn.Module, disc: Discriminator, sequences: torch.Tensor,
-                        rollout_num: int) -> torch.Tensor:
+def monte_carlo_rewards(
+    rollout_policy: nn.Module, disc: Discriminator, sequences: torch.Tensor, rollout_num: int
+) -> torch.Tensor:
     """[B, T] Q(Y_1:t-1, y_t): for t < T the mean D over `rollout_num` completions of Y_1:t by the rollout
     policy, all N copies of the batch completed in one batch; for t = T, D(Y_1:T) itself."""
     batch, length = sequences.shape
@@ -89,9 +96,9 @@ def update_rollout_policy(rollout_policy: nn.Module, generator: nn.Module, rate:
 
 @dataclass
 class Hyperparameters:
-    """The settings of the authors' code (sequence_gan.py, discriminator.py, rollout.py). A run's length is
-    set by the epoch counts below; total_timesteps does not apply. The defaults here are the only ones: algos/registry.py stores them as
-    the Hydra config group `algo`."""
+    """The settings of the authors' code (sequence_gan.py, discriminator.py, rollout.py). A run's length is set by
+    the epoch counts below; total_timesteps does not apply. The defaults here are the only ones: algos/registry.py
+    stores them as the Hydra config group `algo`."""
 
     name: str = "seqgan"
     generator: str = "lstm"  # "lstm" (the paper's) or "transformer" (GPT-2 style; a text task's base LM if it has one)
@@ -103,14 +110,16 @@ class Hyperparameters:
     pretrain_epochs: int = 120  # MLE epochs over the real data
     dis_embedding_dim: int = 64
     dis_filter_sizes: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20])
-    dis_num_filters: list[int] = field(default_factory=lambda: [100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160])
+    dis_num_filters: list[int] = field(
+        default_factory=lambda: [100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160]
+    )
     dis_dropout: float = 0.25  # the paper's keep probability 0.75
     dis_l2: float = 0.2  # L2 penalty on the output layer
     dis_learning_rate: float = 1e-4
     dis_pretrain_rounds: int = 50  # rounds of (fresh negatives, dis_epochs epochs) before adversarial training
     dis_epochs: int = 3
     num_negatives: int | None = None  # generated sequences per discriminator round, beside as many real ones
-                                      # drawn at random; null: all real sequences and as many generated
+    # drawn at random; null: all real sequences and as many generated
     adversarial_epochs: int = 150  # each: one generator step, then dis_rounds discriminator rounds
     dis_rounds: int = 5
     rollout_num: int = 16  # N of eq. 4
@@ -121,32 +130,60 @@ class Hyperparameters:
     clip_coef: float = 0.2
     eval_every: int = 5  # epochs between evaluations of the generator's samples (the paper logs every 5)
     init_from: str | None = None  # a SeqGAN run folder that finished pre-training: start adversarial training
-                                  # from its generator, discriminator and optimisers (variants compared paired)
+    # from its generator, discriminator and optimisers (variants compared paired)
 
     def __post_init__(self):
         require_choice(self, "generator", ("lstm", "transformer"))
         require_choice(self, "generator_update", ("pg", "ppo"))
-        require_positive(self, "embedding_dim", "hidden_dim", "gen_learning_rate", "grad_clip", "batch_size",
-                                "dis_embedding_dim", "dis_learning_rate", "dis_epochs", "dis_rounds", "rollout_num",
-                                "ppo_epochs", "clip_coef", "eval_every")
-        require(min(self.pretrain_epochs, self.dis_pretrain_rounds, self.adversarial_epochs) >= 0,
-                       "algo.pretrain_epochs, algo.dis_pretrain_rounds and algo.adversarial_epochs must be >= 0")
-        require(len(self.dis_filter_sizes) == len(self.dis_num_filters) > 0
-                       and min(self.dis_filter_sizes + self.dis_num_filters) > 0,
-                       f"algo.dis_filter_sizes={self.dis_filter_sizes} and algo.dis_num_filters="
-                       f"{self.dis_num_filters} must be positive lists of the same length")
-        require(0 <= self.dis_dropout < 1 and 0 <= self.rollout_update_rate <= 1 and self.dis_l2 >= 0,
-                       "algo.dis_dropout must be in [0, 1), algo.rollout_update_rate in [0, 1], algo.dis_l2 >= 0")
+        require_positive(
+            self,
+            "embedding_dim",
+            "hidden_dim",
+            "gen_learning_rate",
+            "grad_clip",
+            "batch_size",
+            "dis_embedding_dim",
+            "dis_learning_rate",
+            "dis_epochs",
+            "dis_rounds",
+            "rollout_num",
+            "ppo_epochs",
+            "clip_coef",
+            "eval_every",
+        )
+        require(
+            min(self.pretrain_epochs, self.dis_pretrain_rounds, self.adversarial_epochs) >= 0,
+            "algo.pretrain_epochs, algo.dis_pretrain_rounds and algo.adversarial_epochs must be >= 0",
+        )
+        require(
+            len(self.dis_filter_sizes) == len(self.dis_num_filters) > 0
+            and min(self.dis_filter_sizes + self.dis_num_filters) > 0,
+            f"algo.dis_filter_sizes={self.dis_filter_sizes} and algo.dis_num_filters="
+            f"{self.dis_num_filters} must be positive lists of the same length",
+        )
+        require(
+            0 <= self.dis_dropout < 1 and 0 <= self.rollout_update_rate <= 1 and self.dis_l2 >= 0,
+            "algo.dis_dropout must be in [0, 1), algo.rollout_update_rate in [0, 1], algo.dis_l2 >= 0",
+        )
         require(self.num_negatives is None or self.num_negatives > 0, "algo.num_negatives must be > 0")
 
 
 # -------------------------------------------------------------------------------------------- generator steps
-def generator_step(generator: nn.Module, optimizer: torch.optim.Optimizer, samples: torch.Tensor,
-                   rewards: torch.Tensor, hp: Hyperparameters) -> float:
+def generator_step(
+    generator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples: torch.Tensor,
+    rewards: torch.Tensor,
+    hp: Hyperparameters,
+) -> float:
     adv = advantages(rewards, hp.baseline)
     if hp.generator_update == "pg":
-        return _optimise(generator, optimizer, policy_gradient_loss(
-            token_log_likelihoods(generator.logits(samples), samples), adv), hp.grad_clip)
+        return _optimise(
+            generator,
+            optimizer,
+            policy_gradient_loss(token_log_likelihoods(generator.logits(samples), samples), adv),
+            hp.grad_clip,
+        )
     with evaluating(generator):
         old_log_probs = token_log_likelihoods(generator.logits(samples), samples)
     for _ in range(hp.ppo_epochs):
@@ -165,23 +202,28 @@ def _optimise(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Te
 
 
 def mle_epoch(generator: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor, hp: Hyperparameters) -> float:
-    losses = [_optimise(generator, optimizer, mle_loss(generator, real[idx]), hp.grad_clip)
-              for idx in torch.randperm(len(real)).split(hp.batch_size)]
+    losses = [
+        _optimise(generator, optimizer, mle_loss(generator, real[idx]), hp.grad_clip)
+        for idx in torch.randperm(len(real)).split(hp.batch_size)
+    ]
     return sum(losses) / len(losses)
 
 
-def discriminator_round(disc: Discriminator, optimizer: torch.optim.Optimizer, generator: nn.Module,
-                        real: torch.Tensor, hp: Hyperparameters) -> tuple[float, float]:
+def discriminator_round(
+    disc: Discriminator, optimizer: torch.optim.Optimizer, generator: nn.Module, real: torch.Tensor, hp: Hyperparameters
+) -> tuple[float, float]:
     """Fresh negatives from the generator, then `dis_epochs` epochs over real + generated: (the last epoch's
     mean loss, accuracy after the round)."""
     if hp.num_negatives is not None:
-        real = real[torch.randperm(len(real))[:hp.num_negatives]]
+        real = real[torch.randperm(len(real))[: hp.num_negatives]]
     negatives = generate(generator, len(real), real.shape[1])
     data = torch.cat([real, negatives])
     labels = torch.cat([torch.ones(len(real), dtype=torch.long), torch.zeros(len(negatives), dtype=torch.long)])
     for _ in range(hp.dis_epochs):
-        losses = [_optimise(disc, optimizer, discriminator_loss(disc, data[idx], labels[idx], hp.dis_l2), None)
-                  for idx in torch.randperm(len(data)).split(hp.batch_size)]
+        losses = [
+            _optimise(disc, optimizer, discriminator_loss(disc, data[idx], labels[idx], hp.dis_l2), None)
+            for idx in torch.randperm(len(data)).split(hp.batch_size)
+        ]
     accuracy = ((disc.prob_real(data) > 0.5).long() == labels).float().mean().item()
     return sum(losses) / len(losses), accuracy
 
@@ -202,17 +244,22 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     task = make_sequence_task(config.env)
     generator = make_generator(task, hp)
     rollout_policy = copy.deepcopy(generator).requires_grad_(False)
-    disc = Discriminator(task.vocab_size, task.length, hp.dis_embedding_dim, hp.dis_filter_sizes,
-                         hp.dis_num_filters, hp.dis_dropout)
+    disc = Discriminator(
+        task.vocab_size, task.length, hp.dis_embedding_dim, hp.dis_filter_sizes, hp.dis_num_filters, hp.dis_dropout
+    )
     # Separate Adam states for MLE and adversarial steps, as the authors' code has: the policy-gradient loss is a
     # sum over tokens, and moment estimates carried over from the MLE loss's mean would mis-scale its first steps.
     mle_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
     adv_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
     dis_opt = torch.optim.Adam(disc.parameters(), lr=hp.dis_learning_rate)
     units = schedule(hp.pretrain_epochs, hp.dis_pretrain_rounds, hp.adversarial_epochs)
-    run = SeqGANRun(config, run_dir, {"generator": generator, "rollout": rollout_policy, "discriminator": disc},
-                    {"generator_mle": mle_opt, "generator_adversarial": adv_opt, "discriminator": dis_opt},
-                    hp.pretrain_epochs + hp.dis_pretrain_rounds)
+    run = SeqGANRun(
+        config,
+        run_dir,
+        {"generator": generator, "rollout": rollout_policy, "discriminator": disc},
+        {"generator_mle": mle_opt, "generator_adversarial": adv_opt, "discriminator": dis_opt},
+        hp.pretrain_epochs + hp.dis_pretrain_rounds,
+    )
     first = run.start(hp.init_from)
     if first == 0:
         evaluate_generator(run, generator, task, 0, "initial")
@@ -233,9 +280,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     return run.finish(len(units), task)
 
 
-def adversarial_epoch(run: SeqGANRun, hp: Hyperparameters, task: SequenceTask, generator: nn.Module,
-                      rollout_policy: nn.Module, disc: Discriminator, gen_opt: torch.optim.Optimizer,
-                      dis_opt: torch.optim.Optimizer, epoch: int, step: int) -> None:
+def adversarial_epoch(
+    run: SeqGANRun,
+    hp: Hyperparameters,
+    task: SequenceTask,
+    generator: nn.Module,
+    rollout_policy: nn.Module,
+    disc: Discriminator,
+    gen_opt: torch.optim.Optimizer,
+    dis_opt: torch.optim.Optimizer,
+    epoch: int,
+    step: int,
+) -> None:
     if epoch == 0:
         rollout_policy.load_state_dict(generator.state_dict())
     samples = generate(generator, hp.batch_size, task.length)
@@ -245,7 +301,8 @@ def adversarial_epoch(run: SeqGANRun, hp: Hyperparameters, task: SequenceTask, g
     scalars = {"losses/policy_loss": policy_loss, "charts/mean_reward": rewards[:, -1].mean().item()}
     for _ in range(hp.dis_rounds):
         scalars["losses/discriminator_loss"], scalars["charts/discriminator_accuracy"] = discriminator_round(
-            disc, dis_opt, generator, task.real, hp)
+            disc, dis_opt, generator, task.real, hp
+        )
     run.log(step, scalars)
     if (epoch + 1) % hp.eval_every == 0 or epoch + 1 == hp.adversarial_epochs:
         evaluate_generator(run, generator, task, step, "adversarial")

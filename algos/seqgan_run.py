@@ -19,8 +19,11 @@ log = logging.getLogger("tokengym")
 
 def schedule(pretrain_epochs: int, dis_pretrain_rounds: int, adversarial_epochs: int) -> list[tuple[str, int]]:
     """Algorithm 1 as a flat list of units, so a resumed run continues at the unit after its checkpoint."""
-    return ([("mle", e) for e in range(pretrain_epochs)] + [("dis", r) for r in range(dis_pretrain_rounds)]
-            + [("adversarial", k) for k in range(adversarial_epochs)])
+    return (
+        [("mle", e) for e in range(pretrain_epochs)]
+        + [("dis", r) for r in range(dis_pretrain_rounds)]
+        + [("adversarial", k) for k in range(adversarial_epochs)]
+    )
 
 
 class SeqGANRun(RunFolder):
@@ -28,8 +31,14 @@ class SeqGANRun(RunFolder):
     history. The x-axis counts the units of Algorithm 1 done: MLE epochs, then discriminator pre-training
     rounds, then adversarial epochs."""
 
-    def __init__(self, config: Config, run_dir: Path, modules: dict[str, nn.Module],
-                 optimizers: dict[str, torch.optim.Optimizer], pretraining_units: int):
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        modules: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        pretraining_units: int,
+    ):
         super().__init__(config, "seqgan", run_dir)
         self.modules, self.optimizers, self.pretraining_units = modules, optimizers, pretraining_units
         self.history: list[dict] = []
@@ -48,21 +57,26 @@ class SeqGANRun(RunFolder):
         self.open(purge_step=next_unit + 1 if resuming else None)
         if init_from is not None and not resuming:  # the pre-training curve, so this run's plots are whole
             for entry in self.history:
-                self.log(entry["step"], {f"seqgan/{k}": v for k, v in entry.items()
-                                         if k not in ("step", "phase", "wall_clock_s")})
+                self.log(
+                    entry["step"],
+                    {f"seqgan/{k}": v for k, v in entry.items() if k not in ("step", "phase", "wall_clock_s")},
+                )
         return next_unit
 
     def _start_from_pretraining(self, folder: Path) -> int:
         path = folder / "checkpoint.pt"
         if not path.exists():
-            raise ConfigError(f"algo.init_from={folder}: no checkpoint.pt there; give a SeqGAN run "
-                                     f"folder that finished pre-training (e.g. one run with adversarial_epochs=0)")
+            raise ConfigError(
+                f"algo.init_from={folder}: no checkpoint.pt there; give a SeqGAN run "
+                f"folder that finished pre-training (e.g. one run with adversarial_epochs=0)"
+            )
         units = self._restore(path)["meta"]["next_unit"]
         if units != self.pretraining_units:
             raise ConfigError(
                 f"algo.init_from={folder}: its checkpoint is at unit {units}, not at the end of pre-training "
                 f"(unit {self.pretraining_units}); give a run made with algo.adversarial_epochs=0 and this run's "
-                f"pretrain_epochs and dis_pretrain_rounds")
+                f"pretrain_epochs and dis_pretrain_rounds"
+            )
         log.info("starting adversarial training from the pre-training in %s", folder)
         return self.pretraining_units
 
@@ -72,12 +86,15 @@ class SeqGANRun(RunFolder):
             for name, module in self.modules.items():
                 module.load_state_dict(checkpoint["modules"][name])
         except RuntimeError as err:
-            raise CheckpointError(f"{path} was saved by networks of another shape ({str(err)[:300]}); "
-                                         f"use that run's own algo settings") from None
+            raise CheckpointError(
+                f"{path} was saved by networks of another shape ({str(err)[:300]}); use that run's own algo settings"
+            ) from None
         missing = sorted(set(self.optimizers) - set(checkpoint["optimizers"]))
         if missing:
-            raise CheckpointError(f"{path} holds no state for the optimiser(s) {', '.join(missing)}: it was "
-                                         f"written by another version of algos/seqgan.py; start a new run")
+            raise CheckpointError(
+                f"{path} holds no state for the optimiser(s) {', '.join(missing)}: it was "
+                f"written by another version of algos/seqgan.py; start a new run"
+            )
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
         self.history = checkpoint["history"]
@@ -101,17 +118,31 @@ class SeqGANRun(RunFolder):
         self.stop_if_signalled("unit", next_unit, total_units)
 
     def save(self, next_unit: int) -> None:
-        self.write_checkpoint({"next_unit": next_unit}, {
-            "modules": {name: m.state_dict() for name, m in self.modules.items()},
-            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
-            "torch_rng": torch.get_rng_state(), "history": self.history})
+        self.write_checkpoint(
+            {"next_unit": next_unit},
+            {
+                "modules": {name: m.state_dict() for name, m in self.modules.items()},
+                "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+                "torch_rng": torch.get_rng_state(),
+                "history": self.history,
+            },
+        )
 
     def finish(self, total_units: int, task: SequenceTask) -> dict:
         self.save(total_units)
         final = self.history[-1]
-        return self.write_summary({
-            "wall_clock_s": round(self.wall_clock(), 1), "final": final, "history": self.history,
-            "eval": {"mean": final[task.headline], "metric": task.headline, "lower_is_better": task.lower_is_better}})
+        return self.write_summary(
+            {
+                "wall_clock_s": round(self.wall_clock(), 1),
+                "final": final,
+                "history": self.history,
+                "eval": {
+                    "mean": final[task.headline],
+                    "metric": task.headline,
+                    "lower_is_better": task.lower_is_better,
+                },
+            }
+        )
 
 
 def evaluate_generator(run: SeqGANRun, generator: nn.Module, task: SequenceTask, step: int, phase: str) -> None:

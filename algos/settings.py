@@ -25,8 +25,10 @@ class NetSettings:
     normalize_obs: bool  # running mean/std of observations inside the agent
 
     def __post_init__(self):
-        require(len(self.hidden_sizes) > 0 and min(self.hidden_sizes) > 0,
-                f"net.hidden_sizes={self.hidden_sizes} must be a non-empty list of positive sizes, e.g. [64,64]")
+        require(
+            len(self.hidden_sizes) > 0 and min(self.hidden_sizes) > 0,
+            f"net.hidden_sizes={self.hidden_sizes} must be a non-empty list of positive sizes, e.g. [64,64]",
+        )
         require(self.activation in ACTIVATIONS, f"net.activation={self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
 
 

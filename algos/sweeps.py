@@ -166,16 +166,19 @@ def train_seeds(cfg: DictConfig, job_dir: Path) -> float:
     and writes it, with each seed's, to `job_dir/objective.json`."""
     seeds = cfg.get("seeds")
     if not seeds:
-        raise ConfigError("python -m algos.sweeps trains several seeds per job: give them with +seeds=[0,1,2] "
-                          "or use a preset such as +sweep=ppo_clip_cartpole")
+        raise ConfigError(
+            "python -m algos.sweeps trains several seeds per job: give them with +seeds=[0,1,2] "
+            "or use a preset such as +sweep=ppo_clip_cartpole"
+        )
     algo = importlib.import_module(f"algos.{cfg.algo.name}")
     eval_means = []
     for seed in seeds:
         seed_cfg = OmegaConf.merge(cfg, {"seed": int(seed)})
         eval_means.append(algo.train(seed_cfg, job_dir / f"seed{seed}")["eval"]["mean"])
     objective = float(np.mean(eval_means))
-    (job_dir / "objective.json").write_text(json.dumps(
-        {"objective": objective, "seeds": list(seeds), "eval_means": eval_means}, indent=2))
+    (job_dir / "objective.json").write_text(
+        json.dumps({"objective": objective, "seeds": list(seeds), "eval_means": eval_means}, indent=2)
+    )
     return objective
 
 

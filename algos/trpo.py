@@ -12,9 +12,10 @@ measured KL_bar <= delta; if none does, the policy stays put. The value function
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 from omegaconf import DictConfig
@@ -31,8 +32,8 @@ from core.checks import require, require_choice, require_fraction, require_posit
 
 @dataclass
 class Hyperparameters:
-    """TRPO; the trust region and conjugate gradient of section 6 and appendix C. The defaults here are the only ones: algos/registry.py stores them as
-    the Hydra config group `algo`."""
+    """TRPO; the trust region and conjugate gradient of section 6 and appendix C. The defaults here are the only
+    ones: algos/registry.py stores them as the Hydra config group `algo`."""
 
     name: str = "trpo"
     max_kl: float = 0.01  # delta, the trust region's size in nats
@@ -51,8 +52,17 @@ class Hyperparameters:
 
     def __post_init__(self):
         require_choice(self, "minibatch_by", ("sample", "env"))
-        require_positive(self, "max_kl", "cg_iters", "cg_damping", "backtrack_iters",
-                                "value_learning_rate", "value_epochs", "num_minibatches", "num_steps")
+        require_positive(
+            self,
+            "max_kl",
+            "cg_iters",
+            "cg_damping",
+            "backtrack_iters",
+            "value_learning_rate",
+            "value_epochs",
+            "num_minibatches",
+            "num_steps",
+        )
         require(0 < self.backtrack_coef < 1, f"algo.backtrack_coef={self.backtrack_coef} must lie in (0, 1)")
         require_fraction(self, "gamma", "gae_lambda")
 
@@ -73,8 +83,9 @@ def set_flat_params(x: torch.Tensor, params: list[torch.Tensor]) -> None:
         p.copy_(chunk.view_as(p))
 
 
-def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
-                       tol: float = 1e-10) -> torch.Tensor:
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10
+) -> torch.Tensor:
     """Solve A x = b for symmetric positive-definite A given only x -> A x (Nocedal & Wright, alg. 5.2)."""
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
@@ -92,9 +103,14 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
     return x
 
 
-def backtracking_line_search(surrogate_and_kl: Callable[[torch.Tensor], tuple[float, float]], x0: torch.Tensor,
-                             full_step: torch.Tensor, max_kl: float, shrink: float,
-                             iters: int) -> tuple[torch.Tensor, int]:
+def backtracking_line_search(
+    surrogate_and_kl: Callable[[torch.Tensor], tuple[float, float]],
+    x0: torch.Tensor,
+    full_step: torch.Tensor,
+    max_kl: float,
+    shrink: float,
+    iters: int,
+) -> tuple[torch.Tensor, int]:
     """First x0 + shrink^i * full_step that improves the surrogate and keeps KL <= max_kl.
 
     Returns (new parameters, steps tried); with no acceptable step, (x0, iters): the policy does not move.
@@ -108,8 +124,9 @@ def backtracking_line_search(surrogate_and_kl: Callable[[torch.Tensor], tuple[fl
     return x0, iters
 
 
-def surrogate_and_kl(agent: AgentContract, batch: Batch, advantages: torch.Tensor,
-                     old_dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+def surrogate_and_kl(
+    agent: AgentContract, batch: Batch, advantages: torch.Tensor, old_dist: Distribution
+) -> tuple[torch.Tensor, torch.Tensor]:
     """At the agent's current parameters: the surrogate L(theta) = E[pi_theta(a|s) / pi_old(a|s) * A] and the
     mean KL_bar(theta) = E_s[KL(pi_old(.|s) || pi_theta(.|s))], both differentiable."""
     dist = agent.distribution(batch.obs)
@@ -117,13 +134,29 @@ def surrogate_and_kl(agent: AgentContract, batch: Batch, advantages: torch.Tenso
     return (ratio * advantages).mean(), kl_divergence(old_dist, dist).mean()
 
 
+def surrogate_and_kl_at(
+    params: list[torch.Tensor],
+    agent: AgentContract,
+    batch: Batch,
+    advantages: torch.Tensor,
+    old_dist: Distribution,
+    x: torch.Tensor,
+) -> tuple[float, float]:
+    """The line search's view: the policy's parameters set to the flat vector `x`, then `surrogate_and_kl`."""
+    set_flat_params(x, params)
+    with torch.no_grad():
+        surrogate, kl = surrogate_and_kl(agent, batch, advantages, old_dist)
+    return surrogate.item(), kl.item()
+
+
 def mean_kl(agent: AgentContract, obs: torch.Tensor, old_dist: Distribution) -> torch.Tensor:
     """KL_bar(theta) alone, differentiable (the Fisher-vector product's function)."""
     return kl_divergence(old_dist, agent.distribution(obs)).mean()
 
 
-def fisher_vector_product(mean_kl: Callable[[], torch.Tensor], params: list[torch.Tensor], v: torch.Tensor,
-                          damping: float) -> torch.Tensor:
+def fisher_vector_product(
+    mean_kl: Callable[[], torch.Tensor], params: list[torch.Tensor], v: torch.Tensor, damping: float
+) -> torch.Tensor:
     """(F + damping I) v, F the Hessian of KL_bar at the current parameters (the Fisher matrix), by a double
     backward: F v = grad((grad KL_bar) . v). PyTorch's fused attention kernels have no double backward, so
     attention (in a transformer policy) runs through the plain math kernel here."""
@@ -135,8 +168,13 @@ def fisher_vector_product(mean_kl: Callable[[], torch.Tensor], params: list[torc
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     config = check_config(cfg, Hyperparameters)
     hp = config.algo
-    run = start_run(config, "trpo", run_dir, Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
-                    kl_target=hp.max_kl)
+    run = start_run(
+        config,
+        "trpo",
+        run_dir,
+        Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
+        kl_target=hp.max_kl,
+    )
     agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
     value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
     policy_params = agent.actor_parameters()
@@ -148,21 +186,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         with torch.no_grad():
             old_dist = agent.distribution(batch.obs)
 
-        def objective_at(x: torch.Tensor) -> tuple[float, float]:
-            set_flat_params(x, policy_params)
-            with torch.no_grad():
-                surrogate, kl = surrogate_and_kl(agent, batch, adv, old_dist)
-            return surrogate.item(), kl.item()
-
-        def fvp(v: torch.Tensor) -> torch.Tensor:
-            return fisher_vector_product(lambda: mean_kl(agent, batch.obs, old_dist), policy_params, v, hp.cg_damping)
-
+        objective_at = partial(surrogate_and_kl_at, policy_params, agent, batch, adv, old_dist)
+        fvp = partial(
+            fisher_vector_product, partial(mean_kl, agent, batch.obs, old_dist), policy_params, damping=hp.cg_damping
+        )
         g = flat_grad(surrogate_and_kl(agent, batch, adv, old_dist)[0], policy_params)
         direction = conjugate_gradient(fvp, g, hp.cg_iters)
         full_step = torch.sqrt(2 * hp.max_kl / (direction @ fvp(direction))) * direction
         x0 = flat_params(policy_params)
-        x, steps = backtracking_line_search(objective_at, x0, full_step, hp.max_kl, hp.backtrack_coef,
-                                            hp.backtrack_iters)
+        x, steps = backtracking_line_search(
+            objective_at, x0, full_step, hp.max_kl, hp.backtrack_coef, hp.backtrack_iters
+        )
         new_surrogate, kl = objective_at(x)  # also leaves the policy at the accepted parameters
 
         for _ in range(hp.value_epochs):
@@ -174,12 +208,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
         with torch.no_grad():
             entropy = agent.distribution(batch.obs).entropy().mean()
-        run.end_update(update, {
-            "losses/policy_loss": -new_surrogate, "losses/value_loss": v_loss.item(), "losses/entropy": entropy.item(),
-            "losses/approx_kl": kl, "losses/line_search_steps": steps,
-            "charts/value_learning_rate": hp.value_learning_rate,
-            "losses/explained_variance": explained_variance(batch.values, batch.returns),
-        }, state)
+        run.end_update(
+            update,
+            {
+                "losses/policy_loss": -new_surrogate,
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": entropy.item(),
+                "losses/approx_kl": kl,
+                "losses/line_search_steps": steps,
+                "charts/value_learning_rate": hp.value_learning_rate,
+                "losses/explained_variance": explained_variance(batch.values, batch.returns),
+            },
+            state,
+        )
     return run.finish(state)
 
 

@@ -38,24 +38,46 @@ def main() -> int:
     args = parser.parse_args()
 
     runs = Path("results", "runs", time.strftime("atari-%Y%m%d-%H%M%S"))  # relative to ROOT, the cwd of each step
-    overrides = [f"algo={','.join(args.algos)}", f"env={','.join(args.games)}",
-                 f"seed={','.join(map(str, args.seeds))}", f"total_timesteps={args.steps}", f"hydra.sweep.dir={runs}",
-                 *args.overrides]
+    overrides = [
+        f"algo={','.join(args.algos)}",
+        f"env={','.join(args.games)}",
+        f"seed={','.join(map(str, args.seeds))}",
+        f"total_timesteps={args.steps}",
+        f"hydra.sweep.dir={runs}",
+        *args.overrides,
+    ]
     if args.jobs > 1:
         overrides += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
     load_before, start = os.getloadavg()[0], time.perf_counter()
     print("atari_learning: python -m algos -m", " ".join(overrides), flush=True)
     code = subprocess.run([sys.executable, "-m", "algos", "-m", *overrides], cwd=ROOT).returncode
     anchors = "; ".join(f"{g} {CLEANRL_10M[g]}" for g in args.games if g in CLEANRL_10M)
-    note = (f"Runs: {runs} (git-ignored), {args.steps} steps each, {(time.perf_counter() - start) / 3600:.1f} h wall, "
-            f"{args.jobs} runs at a time on {os.cpu_count()} cores, one torch thread each; 1-minute load average "
-            f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after. Published anchor, CleanRL ppo_atari.py at "
-            f"10M steps, 3 seeds: {anchors or 'none for these games'}.")
-    made_by = (f"python -m benchmarks.atari_learning --algos {' '.join(args.algos)} --games {' '.join(args.games)} "
-               f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --jobs {args.jobs} "
-               f"{' '.join(args.overrides)}")
-    report = subprocess.run([sys.executable, "-m", "benchmarks.report", str(runs), "--out", str(args.out),
-                             "--made-by", made_by, "--note", note], cwd=ROOT)
+    note = (
+        f"Runs: {runs} (git-ignored), {args.steps} steps each, {(time.perf_counter() - start) / 3600:.1f} h wall, "
+        f"{args.jobs} runs at a time on {os.cpu_count()} cores, one torch thread each; 1-minute load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after. Published anchor, CleanRL ppo_atari.py at "
+        f"10M steps, 3 seeds: {anchors or 'none for these games'}."
+    )
+    made_by = (
+        f"python -m benchmarks.atari_learning --algos {' '.join(args.algos)} --games {' '.join(args.games)} "
+        f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --jobs {args.jobs} "
+        f"{' '.join(args.overrides)}"
+    )
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.report",
+            str(runs),
+            "--out",
+            str(args.out),
+            "--made-by",
+            made_by,
+            "--note",
+            note,
+        ],
+        cwd=ROOT,
+    )
     return code or report.returncode
 
 

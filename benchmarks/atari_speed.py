@@ -73,14 +73,25 @@ def run_ours(seed: int, steps: int, threads: int) -> dict:
     rollout.Rollout.collect = watch.wrap("rollout", rollout.Rollout.collect)
     run.evaluate_policy = lambda agent, env, episodes, seed: np.zeros(episodes)  # speed only: no evaluation
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["algo=ppo_clip", "env=breakout", f"seed={seed}",
-                                                       f"total_timesteps={steps}", "checkpoint_interval_s=1e9",
-                                                       f"torch_threads={threads}"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "algo=ppo_clip",
+                "env=breakout",
+                f"seed={seed}",
+                f"total_timesteps={steps}",
+                "checkpoint_interval_s=1e9",
+                f"torch_threads={threads}",
+            ],
+        )
     summary = ppo_clip.train(cfg, Path(tempfile.mkdtemp(prefix="bench-atari-ours-")))
     wall, s = summary["wall_clock_s"], watch.seconds
-    shares = {"emulator": s["emulator"] / wall, "forward": s["forward"] / wall,
-              "rest_of_rollout": (s["rollout"] - s["emulator"] - s["forward"]) / wall,
-              "update": (wall - s["rollout"]) / wall}
+    shares = {
+        "emulator": s["emulator"] / wall,
+        "forward": s["forward"] / wall,
+        "rest_of_rollout": (s["rollout"] - s["emulator"] - s["forward"]) / wall,
+        "update": (wall - s["rollout"]) / wall,
+    }
     return {"steps": summary["total_env_steps"], "wall_s": wall, "shares": shares}
 
 
@@ -96,9 +107,23 @@ def run_sb3(seed: int, steps: int, threads: int) -> dict:
     gym.register_envs(ale_py)
     torch.set_num_threads(threads)
     env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=8, seed=seed), n_stack=4)
-    model = PPO("CnnPolicy", env, n_steps=128, batch_size=256, n_epochs=4, learning_rate=LinearSchedule(2.5e-4, 0.0, 1.0),
-                clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, gamma=0.99,
-                gae_lambda=0.95, seed=seed, device="cpu")
+    model = PPO(
+        "CnnPolicy",
+        env,
+        n_steps=128,
+        batch_size=256,
+        n_epochs=4,
+        learning_rate=LinearSchedule(2.5e-4, 0.0, 1.0),
+        clip_range=0.1,
+        clip_range_vf=0.1,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        gamma=0.99,
+        gae_lambda=0.95,
+        seed=seed,
+        device="cpu",
+    )
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     return {"steps": int(model.num_timesteps), "wall_s": time.perf_counter() - start}
@@ -115,8 +140,9 @@ def arithmetic_rates(threads: int, minibatch: int = 256) -> dict:
     from algos.settings import NetSettings
 
     torch.set_num_threads(threads)
-    agent = make_agent(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4),
-                       NetSettings([64, 64], "tanh", False))
+    agent = make_agent(
+        gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4), NetSettings([64, 64], "tanh", False)
+    )
     obs = torch.randint(0, 256, (minibatch, 4, 84, 84), dtype=torch.uint8)
     actions = torch.randint(0, 4, (minibatch,))
 
@@ -127,9 +153,12 @@ def arithmetic_rates(threads: int, minibatch: int = 256) -> dict:
     with FlopCounterMode(display=False) as counter:
         forward_backward()
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    return {"minibatch": minibatch, "minibatch_gflop": counter.get_total_flops() / 1e9,
-            "update_gflops": gflops_per_second(forward_backward, counter.get_total_flops()),
-            "matmul_gflops": gflops_per_second(lambda: a @ b, 2 * 1024 ** 3)}
+    return {
+        "minibatch": minibatch,
+        "minibatch_gflop": counter.get_total_flops() / 1e9,
+        "update_gflops": gflops_per_second(forward_backward, counter.get_total_flops()),
+        "matmul_gflops": gflops_per_second(lambda: a @ b, 2 * 1024**3),
+    }
 
 
 def gflops_per_second(fn, flops: int, repeats: int = 20) -> float:
@@ -143,9 +172,24 @@ def gflops_per_second(fn, flops: int, repeats: int = 20) -> float:
 
 def job(lib: str, seed: int, steps: int, threads: int) -> dict:
     """One job in a fresh process, so neither library warms the other's caches or threads."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.atari_speed", "--job", lib, "--seed", str(seed),
-                          "--steps", str(steps), "--threads", str(threads)],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.atari_speed",
+            "--job",
+            lib,
+            "--seed",
+            str(seed),
+            "--steps",
+            str(steps),
+            "--threads",
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"the {lib} job failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -167,7 +211,7 @@ def main() -> None:
 
     rows, load_before = [], os.getloadavg()
     for i in range(args.rounds):
-        for lib in (["ours", "sb3"] if i % 2 == 0 else ["sb3", "ours"]):
+        for lib in ["ours", "sb3"] if i % 2 == 0 else ["sb3", "ours"]:
             result = {"lib": lib, "round": i, **job(lib, args.seed, args.steps, args.threads)}
             result["sps"] = result["steps"] / result["wall_s"]
             rows.append(result)
@@ -192,11 +236,16 @@ def write_results(rows: list[dict], rates: dict, args, load_before, load_after) 
 
     ours = [r for r in rows if r["lib"] == "ours"]
     sb3 = [r for r in rows if r["lib"] == "sb3"]
-    sps = lambda rs: f"{np.mean([r['sps'] for r in rs]):.1f}"
+
+    def sps(rs):
+        return f"{np.mean([r['sps'] for r in rs]):.1f}"
+
     shares = {k: np.mean([r["shares"][k] for r in ours]) for k in ours[0]["shares"]}
     twice_sb3 = rate_needed_for_twice_sb3(ours, shares["update"], float(sps(sb3)), rates["update_gflops"])
-    command = (f"python -m benchmarks.atari_speed --steps {args.steps} --rounds {args.rounds} --seed {args.seed} "
-               f"--threads {args.threads} --out {args.out}")
+    command = (
+        f"python -m benchmarks.atari_speed --steps {args.steps} --rounds {args.rounds} --seed {args.seed} "
+        f"--threads {args.threads} --out {args.out}"
+    )
     lines = [
         f"# PPO-clip vs Stable-Baselines3 PPO on Breakout: training throughput, {args.threads} torch thread(s) each",
         "",
@@ -204,23 +253,31 @@ def write_results(rows: list[dict], rates: dict, args, load_before, load_after) 
         f"Machine: {os.cpu_count()} cores ({platform.machine()}), 1-minute load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; torch {torch.__version__}, "
         f"SB3 {stable_baselines3.__version__}; {args.steps} environment steps per job, CleanRL ppo_atari settings; "
-        f"steps/s = environment steps / training wall time (set-up and evaluation excluded).", "",
-        "| library | environments | jobs | steps/s |", "|---|---|---|---|",
+        f"steps/s = environment steps / training wall time (set-up and evaluation excluded).",
+        "",
+        "| library | environments | jobs | steps/s |",
+        "|---|---|---|---|",
         f"| tokengym ppo_clip | ale-py AtariVectorEnv | {len(ours)} | {sps(ours)} |",
-        f"| SB3 PPO | AtariWrapper, DummyVecEnv, VecFrameStack | {len(sb3)} | {sps(sb3)} |", "",
-        f"Throughput ratio ours / SB3: {float(sps(ours)) / float(sps(sb3)):.2f}.", "",
-        "Where our training time goes (share of wall time):", "",
+        f"| SB3 PPO | AtariWrapper, DummyVecEnv, VecFrameStack | {len(sb3)} | {sps(sb3)} |",
+        "",
+        f"Throughput ratio ours / SB3: {float(sps(ours)) / float(sps(sb3)):.2f}.",
+        "",
+        "Where our training time goes (share of wall time):",
+        "",
         "| emulator (vector env step) | network forward in rollouts | rest of the rollout (GAE, tensors) | update |",
         "|---|---|---|---|",
         f"| {shares['emulator']:.1%} | {shares['forward']:.1%} | {shares['rest_of_rollout']:.1%} | "
-        f"{shares['update']:.1%} |", "",
+        f"{shares['update']:.1%} |",
+        "",
         f"Arithmetic rate, one process with {args.threads} thread(s): one update minibatch ({rates['minibatch']} "
         f"samples, the Nature CNN's forward and backward, {rates['minibatch_gflop']:.1f} GFLOP counted by torch's "
         f"FlopCounterMode) runs at {rates['update_gflops']:.0f} GFLOP/s, a 1024 x 1024 float32 matrix product at "
         f"{rates['matmul_gflops']:.0f} GFLOP/s. For 2x SB3's throughput with the rest of our time as measured, "
         f"the update would have to run {twice_sb3} (our update also spends time outside the network: Adam, the "
-        f"loss, gathering minibatches).", "",
-        "| library | round | steps | wall (s) | steps/s |", "|---|---|---|---|---|",
+        f"loss, gathering minibatches).",
+        "",
+        "| library | round | steps | wall (s) | steps/s |",
+        "|---|---|---|---|---|",
         *[f"| {r['lib']} | {r['round']} | {r['steps']} | {r['wall_s']:.1f} | {r['sps']:.1f} |" for r in rows],
     ]
     RESULTS.mkdir(exist_ok=True)

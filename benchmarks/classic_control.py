@@ -27,8 +27,12 @@ SOLVED_AT = {"CartPole-v1": 475.0}  # the registered reward thresholds we check
 
 def run_job(algo: str, env: str, seed: int, runs_dir: Path) -> tuple[str, str, int, dict | str]:
     run_dir = runs_dir / f"{algo}-{env}-seed{seed}"
-    out = subprocess.run([sys.executable, "-m", "algos", f"algo={algo}", f"env={env}", f"seed={seed}",
-                          f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "algos", f"algo={algo}", f"env={env}", f"seed={seed}", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         return algo, env, seed, out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"
     return algo, env, seed, json.loads((run_dir / "summary.json").read_text())
@@ -43,13 +47,19 @@ def table_rows(results) -> list[dict]:
                 continue
             means = [s["eval"]["mean"] for s in done]
             threshold = SOLVED_AT.get(done[0]["env"])
-            rows.append({
-                "algo": algo, "env": done[0]["env"], "steps": done[0]["total_env_steps"], "seeds": len(done),
-                "eval_mean": np.mean(means), "eval_std_over_seeds": np.std(means),
-                "per_seed": " / ".join(f"{m:.1f}" for m in means),
-                "solved": f"{sum(m >= threshold for m in means)}/{len(means)}" if threshold else "",
-                "wall_s": np.mean([s["wall_clock_s"] for s in done]),
-            })
+            rows.append(
+                {
+                    "algo": algo,
+                    "env": done[0]["env"],
+                    "steps": done[0]["total_env_steps"],
+                    "seeds": len(done),
+                    "eval_mean": np.mean(means),
+                    "eval_std_over_seeds": np.std(means),
+                    "per_seed": " / ".join(f"{m:.1f}" for m in means),
+                    "solved": f"{sum(m >= threshold for m in means)}/{len(means)}" if threshold else "",
+                    "wall_s": np.mean([s["wall_clock_s"] for s in done]),
+                }
+            )
     return rows
 
 
@@ -68,15 +78,25 @@ def main() -> None:
         results = list(pool.map(lambda j: run_job(*j, runs_dir), jobs))
     rows = table_rows(results)
 
-    command = (f"python -m benchmarks.classic_control --algos {' '.join(args.algos)} --envs {' '.join(args.envs)} "
-               f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs} --name {args.name}")
-    lines = [f"# Classic control, shipped defaults, {len(args.seeds)} seeds", "", f"Command: `{command}`  ",
-             "Final evaluation: 10 episodes, deterministic policy; mean +- std over seeds of each seed's mean. "
-             f"Wall time: training only, mean over seeds, {args.jobs} jobs at a time on this machine.", "",
-             "| algorithm | env | steps | seeds | eval mean +- std | per seed | solved | wall (s) |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['algo']} | {r['env']} | {r['steps']} | {r['seeds']} | {r['eval_mean']:.1f} +- "
-              f"{r['eval_std_over_seeds']:.1f} | {r['per_seed']} | {r['solved']} | {r['wall_s']:.1f} |" for r in rows]
+    command = (
+        f"python -m benchmarks.classic_control --algos {' '.join(args.algos)} --envs {' '.join(args.envs)} "
+        f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs} --name {args.name}"
+    )
+    lines = [
+        f"# Classic control, shipped defaults, {len(args.seeds)} seeds",
+        "",
+        f"Command: `{command}`  ",
+        "Final evaluation: 10 episodes, deterministic policy; mean +- std over seeds of each seed's mean. "
+        f"Wall time: training only, mean over seeds, {args.jobs} jobs at a time on this machine.",
+        "",
+        "| algorithm | env | steps | seeds | eval mean +- std | per seed | solved | wall (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['algo']} | {r['env']} | {r['steps']} | {r['seeds']} | {r['eval_mean']:.1f} +- "
+        f"{r['eval_std_over_seeds']:.1f} | {r['per_seed']} | {r['solved']} | {r['wall_s']:.1f} |"
+        for r in rows
+    ]
     failed = [r for r in results if not isinstance(r[3], dict)]
     if failed:
         lines += ["", "Failed jobs:", *[f"- {a} {e} seed {s}: {err}" for a, e, s, err in failed]]

@@ -24,8 +24,8 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def run_ours(seed: int, steps: int) -> dict:
-    import time
     import tempfile
+    import time
 
     from hydra import compose, initialize_config_dir
 
@@ -35,12 +35,18 @@ def run_ours(seed: int, steps: int) -> dict:
     store_algorithm_defaults()
     conf = str(Path(__file__).resolve().parent.parent / "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose(config_name="config",
-                      overrides=["algo=ppo_clip", "env=cartpole", f"seed={seed}", f"total_timesteps={steps}"])
+        cfg = compose(
+            config_name="config",
+            overrides=["algo=ppo_clip", "env=cartpole", f"seed={seed}", f"total_timesteps={steps}"],
+        )
     start = time.perf_counter()
     summary = ppo_clip.train(cfg, Path(tempfile.mkdtemp(prefix="bench-ours-")))
-    return {"wall_s": summary["wall_clock_s"], "eval_mean": summary["eval"]["mean"],
-            "steps": summary["total_env_steps"], "wall_with_setup_s": time.perf_counter() - start}
+    return {
+        "wall_s": summary["wall_clock_s"],
+        "eval_mean": summary["eval"]["mean"],
+        "steps": summary["total_env_steps"],
+        "wall_with_setup_s": time.perf_counter() - start,
+    }
 
 
 def run_sb3(seed: int, steps: int) -> dict:
@@ -55,9 +61,20 @@ def run_sb3(seed: int, steps: int) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
-    model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
-                learning_rate=get_linear_fn(1e-3, 0.0, 1.0), clip_range=get_linear_fn(0.2, 0.0, 1.0),
-                ent_coef=0.0, seed=seed, device="cpu")
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=32,
+        batch_size=256,
+        n_epochs=20,
+        gamma=0.98,
+        gae_lambda=0.8,
+        learning_rate=get_linear_fn(1e-3, 0.0, 1.0),
+        clip_range=get_linear_fn(0.2, 0.0, 1.0),
+        ent_coef=0.0,
+        seed=seed,
+        device="cpu",
+    )
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - start
     eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
@@ -67,8 +84,22 @@ def run_sb3(seed: int, steps: int) -> dict:
 
 def job(lib: str, seed: int, steps: int) -> dict:
     """Run one job in a fresh process, so neither library warms the other's caches or threads."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.ppo_vs_sb3_cartpole", "--job", lib, "--seeds",
-                          str(seed), "--steps", str(steps)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.ppo_vs_sb3_cartpole",
+            "--job",
+            lib,
+            "--seeds",
+            str(seed),
+            "--steps",
+            str(steps),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -96,24 +127,31 @@ def write_results(rows: list[dict], args) -> None:
     ours = [r for r in rows if r["lib"] == "ours"]
     sb3 = [r for r in rows if r["lib"] == "sb3"]
     ratios = [o["wall_s"] / s["wall_s"] for o, s in zip(ours, sb3)]
-    fmt = lambda xs: f"{np.mean(xs):.2f} +- {np.std(xs):.2f}"
+
+    def fmt(xs):
+        return f"{np.mean(xs):.2f} +- {np.std(xs):.2f}"
+
     command = f"python -m benchmarks.ppo_vs_sb3_cartpole --seeds {' '.join(map(str, args.seeds))} --steps {args.steps}"
     import stable_baselines3
     import torch
 
     lines = [
         "# PPO-clip vs Stable-Baselines3 PPO, CartPole-v1, rl-zoo tuned settings, one thread each",
-        "", f"Command: `{command}`  ",
+        "",
+        f"Command: `{command}`  ",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"SB3 {stable_baselines3.__version__}; {args.steps} steps; wall = env + model set-up + training.", "",
+        f"SB3 {stable_baselines3.__version__}; {args.steps} steps; wall = env + model set-up + training.",
+        "",
         "| library | seeds | wall time (s) | final eval (10 episodes, deterministic) |",
         "|---|---|---|---|",
         f"| tokengym ppo_clip | {len(ours)} | {fmt([r['wall_s'] for r in ours])} | "
         f"{fmt([r['eval_mean'] for r in ours])} |",
         f"| SB3 PPO | {len(sb3)} | {fmt([r['wall_s'] for r in sb3])} | {fmt([r['eval_mean'] for r in sb3])} |",
-        "", f"Wall-time ratio ours / SB3, per seed: {', '.join(f'{r:.2f}' for r in ratios)}; "
-        f"mean {np.mean(ratios):.2f}.", "",
-        "| library | seed | wall (s) | eval |", "|---|---|---|---|",
+        "",
+        f"Wall-time ratio ours / SB3, per seed: {', '.join(f'{r:.2f}' for r in ratios)}; mean {np.mean(ratios):.2f}.",
+        "",
+        "| library | seed | wall (s) | eval |",
+        "|---|---|---|---|",
         *[f"| {r['lib']} | {r['seed']} | {r['wall_s']:.2f} | {r['eval_mean']:.1f} |" for r in rows],
     ]
     RESULTS.mkdir(exist_ok=True)

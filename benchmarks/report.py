@@ -70,8 +70,11 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def find_run_folders(root: Path) -> list[Path]:
-    candidates = [d for d in [root, *root.rglob("*")]
-                  if d.is_dir() and ".hydra" not in d.relative_to(root).parts and is_run_folder(d)]
+    candidates = [
+        d
+        for d in [root, *root.rglob("*")]
+        if d.is_dir() and ".hydra" not in d.relative_to(root).parts and is_run_folder(d)
+    ]
     return sorted(d for d in candidates if not any(d in other.parents for other in candidates))
 
 
@@ -114,12 +117,16 @@ def read_episodes(folder: Path, summary: dict) -> tuple[tuple[np.ndarray, np.nda
     if not tags:
         raise ValueError("events file unreadable: no scalars in it (corrupt, or not an events file)")
     if RETURN_TAG not in tags:
-        raise ValueError(f"no {RETURN_TAG} in its events: no training episode finished, or not one of our runs "
-                         f"(tags: {', '.join(sorted(tags))})")
+        raise ValueError(
+            f"no {RETURN_TAG} in its events: no training episode finished, or not one of our runs "
+            f"(tags: {', '.join(sorted(tags))})"
+        )
     scalars = accumulator.Scalars(RETURN_TAG)
     if EVAL_TAG not in tags:
-        raise ValueError(f"events file corrupt or truncated: it ends at step {scalars[-1].step:,}, before the final "
-                         f"{EVAL_TAG} of a run that reached {summary['total_env_steps']:,} steps")
+        raise ValueError(
+            f"events file corrupt or truncated: it ends at step {scalars[-1].step:,}, before the final "
+            f"{EVAL_TAG} of a run that reached {summary['total_env_steps']:,} steps"
+        )
     steps = np.array([s.step for s in scalars], dtype=float)
     returns = np.array([s.value for s in scalars], dtype=float)
     order = np.argsort(steps, kind="stable")
@@ -175,8 +182,10 @@ def label_variants(runs: list[Run]) -> None:
 def read_runs(roots: list[Path]) -> list[Run]:
     folders = [f for root in roots for f in find_run_folders(root)]
     if not folders:
-        raise ReportError(f"no run folders under {', '.join(map(str, roots))}: a run folder holds summary.json, "
-                          f"config.yaml or .hydra/ (give a sweep folder such as results/runs/multirun-<time>)")
+        raise ReportError(
+            f"no run folders under {', '.join(map(str, roots))}: a run folder holds summary.json, "
+            f"config.yaml or .hydra/ (give a sweep folder such as results/runs/multirun-<time>)"
+        )
     runs = [read_run(f) for f in folders]
     label_variants(runs)
     return runs
@@ -243,18 +252,29 @@ def env_row(label: str, runs: list[Run], threshold: float | None) -> dict:
     if not done:
         return row
     low, high = stats.stratified_bootstrap_ci([finals], stats.mean) if len(done) > 1 else (np.nan, np.nan)
-    row.update({"env_steps": np.mean([r.summary["total_env_steps"] for r in done]),
-                "final_return_mean": finals.mean(), "ci_low": low, "ci_high": high})
+    row.update(
+        {
+            "env_steps": np.mean([r.summary["total_env_steps"] for r in done]),
+            "final_return_mean": finals.mean(),
+            "ci_low": low,
+            "ci_high": high,
+        }
+    )
     with_curves = [r for r in done if r.episodes is not None]
     if with_curves:
         row["end_training_return_mean"] = np.mean([r.episodes[1][-END_WINDOW:].mean() for r in with_curves])
     if threshold is not None and with_curves:
         hits = np.array([steps_to_threshold(*r.episodes, threshold) for r in with_curves])
-        row.update({"steps_to_threshold_median": float(np.median(hits)),
-                    "reached": f"{np.isfinite(hits).sum()}/{len(hits)}"})
-    row.update({"wall_time_s": np.mean([r.summary["wall_clock_s"] for r in done]),
-                "steps_per_second": np.mean([r.summary["steps_per_second"] for r in done]),
-                "per_seed_final_returns": " ".join(f"{r.seed}:{r.summary['eval']['mean']:g}" for r in done)})
+        row.update(
+            {"steps_to_threshold_median": float(np.median(hits)), "reached": f"{np.isfinite(hits).sum()}/{len(hits)}"}
+        )
+    row.update(
+        {
+            "wall_time_s": np.mean([r.summary["wall_clock_s"] for r in done]),
+            "steps_per_second": np.mean([r.summary["steps_per_second"] for r in done]),
+            "per_seed_final_returns": " ".join(f"{r.seed}:{r.summary['eval']['mean']:g}" for r in done),
+        }
+    )
     return row
 
 
@@ -268,25 +288,35 @@ def fmt(value, spec: str) -> str:
 
 def env_markdown(env_id: str, rows: list[dict], threshold: float | None, image: str | None) -> str:
     target = f"steps to {threshold:g}" if threshold is not None else "steps to threshold"
-    lines = [f"## {env_id}", "",
-             "Final return: mean over seeds of each run's final evaluation (summary.json `eval.mean`: deterministic "
-             "policy); 95% CI: percentile bootstrap over seeds, 10,000 resamples (blank with one seed). "
-             + (f"Steps to {threshold:g} (the registered reward threshold): first environment step at which the "
-                f"mean of the last {WINDOW} training episodes reaches it, median over seeds (runs that never reach "
-                f"it count as never); reached: seeds that did. " if threshold is not None else
-                "No registered reward threshold, so no steps-to-threshold. ")
-             + f"End of training: mean over seeds of each run's last {END_WINDOW} training episodes (the return the "
-               "environment logs, e.g. Atari's raw whole-game score), the figure published learning curves end on. "
-             + "Wall time and SPS: training, mean over seeds. Failed: runs without summary.json (listed below).", "",
-             f"| algorithm | runs | failed | env steps | final return | 95% CI | end of training | {target} | reached "
-             f"| wall time (s) | SPS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## {env_id}",
+        "",
+        "Final return: mean over seeds of each run's final evaluation (summary.json `eval.mean`: deterministic "
+        "policy); 95% CI: percentile bootstrap over seeds, 10,000 resamples (blank with one seed). "
+        + (
+            f"Steps to {threshold:g} (the registered reward threshold): first environment step at which the "
+            f"mean of the last {WINDOW} training episodes reaches it, median over seeds (runs that never reach "
+            f"it count as never); reached: seeds that did. "
+            if threshold is not None
+            else "No registered reward threshold, so no steps-to-threshold. "
+        )
+        + f"End of training: mean over seeds of each run's last {END_WINDOW} training episodes (the return the "
+        "environment logs, e.g. Atari's raw whole-game score), the figure published learning curves end on. "
+        + "Wall time and SPS: training, mean over seeds. Failed: runs without summary.json (listed below).",
+        "",
+        f"| algorithm | runs | failed | env steps | final return | 95% CI | end of training | {target} | reached "
+        f"| wall time (s) | SPS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ci = f"[{fmt(r.get('ci_low'), '.1f')}, {fmt(r.get('ci_high'), '.1f')}]" if r.get("runs", 0) > 1 else ""
-        lines.append(f"| {r['algorithm']} | {r['runs']} | {r['failed']} | {fmt(r.get('env_steps'), ',.0f')} | "
-                     f"{fmt(r.get('final_return_mean'), '.1f')} | {ci} | "
-                     f"{fmt(r.get('end_training_return_mean'), '.1f')} | "
-                     f"{fmt(r.get('steps_to_threshold_median'), ',.0f')} | {r.get('reached', '')} | "
-                     f"{fmt(r.get('wall_time_s'), '.1f')} | {fmt(r.get('steps_per_second'), ',.0f')} |")
+        lines.append(
+            f"| {r['algorithm']} | {r['runs']} | {r['failed']} | {fmt(r.get('env_steps'), ',.0f')} | "
+            f"{fmt(r.get('final_return_mean'), '.1f')} | {ci} | "
+            f"{fmt(r.get('end_training_return_mean'), '.1f')} | "
+            f"{fmt(r.get('steps_to_threshold_median'), ',.0f')} | {r.get('reached', '')} | "
+            f"{fmt(r.get('wall_time_s'), '.1f')} | {fmt(r.get('steps_per_second'), ',.0f')} |"
+        )
     if image:
         lines += ["", f"![{env_id} learning curves]({image})"]
     return "\n".join(lines) + "\n"
@@ -303,8 +333,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def normalised_scores(runs: list[Run], env_id: str) -> np.ndarray:
     """(final return - random policy's) / (reward threshold - random policy's): 0 = random, 1 = threshold."""
     random_score = random_policy_return(env_id)
-    return np.array([(r.summary["eval"]["mean"] - random_score) / (reward_threshold(env_id) - random_score)
-                     for r in runs])
+    return np.array(
+        [(r.summary["eval"]["mean"] - random_score) / (reward_threshold(env_id) - random_score) for r in runs]
+    )
 
 
 def aggregate_rows(runs: list[Run], env_ids: list[str]) -> list[dict]:
@@ -315,27 +346,41 @@ def aggregate_rows(runs: list[Run], env_ids: list[str]) -> list[dict]:
         if not scores:
             continue
         pooled = np.concatenate(scores)
-        rows.append({"algorithm": label, "environments": " ".join(e for e, g in per_env.items() if g),
-                     "runs": len(pooled), "iqm": float(stats.iqm(pooled)),
-                     **dict(zip(("iqm_ci_low", "iqm_ci_high"), stats.stratified_bootstrap_ci(scores, stats.iqm))),
-                     "mean": float(pooled.mean()),
-                     **dict(zip(("mean_ci_low", "mean_ci_high"), stats.stratified_bootstrap_ci(scores, stats.mean)))})
+        rows.append(
+            {
+                "algorithm": label,
+                "environments": " ".join(e for e, g in per_env.items() if g),
+                "runs": len(pooled),
+                "iqm": float(stats.iqm(pooled)),
+                **dict(zip(("iqm_ci_low", "iqm_ci_high"), stats.stratified_bootstrap_ci(scores, stats.iqm))),
+                "mean": float(pooled.mean()),
+                **dict(zip(("mean_ci_low", "mean_ci_high"), stats.stratified_bootstrap_ci(scores, stats.mean))),
+            }
+        )
     return rows
 
 
 def aggregate_markdown(rows: list[dict], env_ids: list[str]) -> str:
-    lines = ["## Aggregate over environments", "",
-             "Normalised score = (final return - random policy's return) / (reward threshold - random policy's "
-             "return): 0 is a uniform random policy, 1 the registered reward threshold. IQM: mean of the middle 50% "
-             "of all runs' normalised scores pooled over environments; 95% CIs: stratified percentile bootstrap "
-             "(runs resampled within each environment, 10,000 resamples), after Agarwal et al. 2021. Compare rows "
-             "that cover the same environments.", "",
-             "| environment | random policy | reward threshold |", "|---|---|---|"]
+    lines = [
+        "## Aggregate over environments",
+        "",
+        "Normalised score = (final return - random policy's return) / (reward threshold - random policy's "
+        "return): 0 is a uniform random policy, 1 the registered reward threshold. IQM: mean of the middle 50% "
+        "of all runs' normalised scores pooled over environments; 95% CIs: stratified percentile bootstrap "
+        "(runs resampled within each environment, 10,000 resamples), after Agarwal et al. 2021. Compare rows "
+        "that cover the same environments.",
+        "",
+        "| environment | random policy | reward threshold |",
+        "|---|---|---|",
+    ]
     lines += [f"| {e} | {random_policy_return(e):.1f} | {reward_threshold(e):g} |" for e in env_ids]
     lines += ["", "| algorithm | environments | runs | IQM | 95% CI | mean | 95% CI |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['algorithm']} | {r['environments']} | {r['runs']} | {r['iqm']:.3f} | "
-              f"[{r['iqm_ci_low']:.3f}, {r['iqm_ci_high']:.3f}] | {r['mean']:.3f} | "
-              f"[{r['mean_ci_low']:.3f}, {r['mean_ci_high']:.3f}] |" for r in rows]
+    lines += [
+        f"| {r['algorithm']} | {r['environments']} | {r['runs']} | {r['iqm']:.3f} | "
+        f"[{r['iqm_ci_low']:.3f}, {r['iqm_ci_high']:.3f}] | {r['mean']:.3f} | "
+        f"[{r['mean_ci_low']:.3f}, {r['mean_ci_high']:.3f}] |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -365,8 +410,7 @@ def plot_env(env_id: str, runs: list[Run], colors: dict[str, str], path: Path) -
         threshold = reward_threshold(env_id)
         if threshold is not None:
             ax.axhline(threshold, color="grey", linewidth=0.8, linestyle=":")
-        ax.set(title=env_id, xlabel="environment steps",
-               ylabel=f"training return (mean of last {WINDOW} episodes)")
+        ax.set(title=env_id, xlabel="environment steps", ylabel=f"training return (mean of last {WINDOW} episodes)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -379,8 +423,10 @@ def label_colors(labels: list[str]) -> dict[str, str]:
     import matplotlib
 
     palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
-    return {label: matplotlib.colors.to_hex(palette[i % len(palette)])
-            for i, label in enumerate(sorted(labels, key=label_order))}
+    return {
+        label: matplotlib.colors.to_hex(palette[i % len(palette)])
+        for i, label in enumerate(sorted(labels, key=label_order))
+    }
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -395,10 +441,13 @@ def tag_differences(runs: list[Run]) -> str | None:
     partial = sorted(set.union(*tags_by_algo.values()) - shared)
     if not partial:
         return None
-    owners = [f"{t} ({', '.join(sorted((a for a, ts in tags_by_algo.items() if t in ts), key=label_order))})"
-              for t in partial]
-    return (f"Algorithms log different TensorBoard tags, so only what every run has is compared: summary.json for "
-            f"the tables and {RETURN_TAG} for the curves. Tags only some log: {'; '.join(owners)}.")
+    owners = [
+        f"{t} ({', '.join(sorted((a for a, ts in tags_by_algo.items() if t in ts), key=label_order))})" for t in partial
+    ]
+    return (
+        f"Algorithms log different TensorBoard tags, so only what every run has is compared: summary.json for "
+        f"the tables and {RETURN_TAG} for the curves. Tags only some log: {'; '.join(owners)}."
+    )
 
 
 def write_report(roots: list[Path], out: Path, made_by: str, note: str | None = None) -> list[str]:
@@ -412,8 +461,10 @@ def write_report(roots: list[Path], out: Path, made_by: str, note: str | None = 
     for env_id in env_ids:
         env_runs = [r for r in runs if r.env == env_id]
         threshold = reward_threshold(env_id)
-        rows = [env_row(label, [r for r in env_runs if r.label == label], threshold)
-                for label in sorted({r.label for r in env_runs}, key=label_order)]
+        rows = [
+            env_row(label, [r for r in env_runs if r.label == label], threshold)
+            for label in sorted({r.label for r in env_runs}, key=label_order)
+        ]
         slug = env_id.replace("/", "_").lower()
         image = f"{slug}.png" if plot_env(env_id, env_runs, colors, out / f"{slug}.png") else None
         markdown = env_markdown(env_id, rows, threshold, image)
@@ -421,10 +472,16 @@ def write_report(roots: list[Path], out: Path, made_by: str, note: str | None = 
         write_csv(out / f"{slug}.csv", rows)
         sections.append(markdown)
 
-    normalisable = [e for e in env_ids if e != "?" and reward_threshold(e) is not None
-                    and any(r.env == e and r.summary is not None for r in runs)]
-    problems += [f"{e}: left out of the aggregate: no registered reward threshold to normalise by"
-                 for e in env_ids if e not in normalisable]
+    normalisable = [
+        e
+        for e in env_ids
+        if e != "?" and reward_threshold(e) is not None and any(r.env == e and r.summary is not None for r in runs)
+    ]
+    problems += [
+        f"{e}: left out of the aggregate: no registered reward threshold to normalise by"
+        for e in env_ids
+        if e not in normalisable
+    ]
     if normalisable:
         rows = aggregate_rows(runs, normalisable)
         markdown = aggregate_markdown(rows, normalisable)
@@ -433,8 +490,13 @@ def write_report(roots: list[Path], out: Path, made_by: str, note: str | None = 
         sections.append(markdown)
 
     done = sum(r.summary is not None for r in runs)
-    header = [f"# Report: {', '.join(map(str, roots))}", "", f"Made by: `{made_by}`  ",
-              f"{len(runs)} runs: {done} finished, {len(runs) - done} failed or unfinished.", ""]
+    header = [
+        f"# Report: {', '.join(map(str, roots))}",
+        "",
+        f"Made by: `{made_by}`  ",
+        f"{len(runs)} runs: {done} finished, {len(runs) - done} failed or unfinished.",
+        "",
+    ]
     if note:
         header += [note, ""]
     notes = [n for n in [tag_differences(runs)] if n]

@@ -37,8 +37,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from algos.cli import CONF_DIR
 
-PEERS = {"a2c": ("sb3_a2c", "stable-baselines3", "A2C"), "ppo_clip": ("sb3_ppo", "stable-baselines3", "PPO"),
-         "trpo": ("sb3_trpo", "sb3-contrib", "TRPO")}
+PEERS = {
+    "a2c": ("sb3_a2c", "stable-baselines3", "A2C"),
+    "ppo_clip": ("sb3_ppo", "stable-baselines3", "PPO"),
+    "trpo": ("sb3_trpo", "sb3-contrib", "TRPO"),
+}
 
 
 class PeerError(ValueError):
@@ -53,8 +56,10 @@ def check_matchable(cfg: DictConfig) -> None:
             raise PeerError("SB3's AtariWrapper presses FIRE after every lost life; set env.fire_on_life_loss=true")
         return
     if cfg.net.normalize_obs or cfg.env.normalize_reward:
-        raise PeerError("net.normalize_obs and env.normalize_reward are not translated to SB3's VecNormalize; "
-                        "run peers on environments that use neither")
+        raise PeerError(
+            "net.normalize_obs and env.normalize_reward are not translated to SB3's VecNormalize; "
+            "run peers on environments that use neither"
+        )
     if cfg.net.activation not in ("tanh", "relu"):
         raise PeerError(f"net.activation={cfg.net.activation} has no SB3 translation")
 
@@ -68,30 +73,59 @@ def schedule(value: float, anneal: bool):
 def peer_kwargs(cfg: DictConfig) -> dict:
     """The peer's constructor arguments for our config (the SB3 name of each of our hyperparameters)."""
     hp, batch = cfg.algo, cfg.env.num_envs * cfg.algo.num_steps
-    policy_kwargs = {} if cfg.env.kind == "atari" else {
-        "net_arch": {"pi": list(cfg.net.hidden_sizes), "vf": list(cfg.net.hidden_sizes)},
-        "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.net.activation]}
+    policy_kwargs = (
+        {}
+        if cfg.env.kind == "atari"
+        else {
+            "net_arch": {"pi": list(cfg.net.hidden_sizes), "vf": list(cfg.net.hidden_sizes)},
+            "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.net.activation],
+        }
+    )
     common = {"n_steps": hp.num_steps, "gamma": hp.gamma, "policy_kwargs": policy_kwargs}
     if hp.name == "ppo_clip":
         policy_kwargs["optimizer_kwargs"] = {"eps": hp.adam_eps}
-        return {**common, "learning_rate": schedule(hp.learning_rate, hp.anneal_lr),
-                "batch_size": batch // hp.num_minibatches, "n_epochs": hp.update_epochs, "gae_lambda": hp.gae_lambda,
-                "clip_range": schedule(hp.clip_coef, hp.anneal_clip),
-                "clip_range_vf": schedule(hp.clip_coef, hp.anneal_clip) if hp.clip_vloss else None,
-                "normalize_advantage": hp.norm_adv, "ent_coef": hp.ent_coef, "vf_coef": hp.vf_coef,
-                "max_grad_norm": hp.max_grad_norm, "target_kl": hp.target_kl}
+        return {
+            **common,
+            "learning_rate": schedule(hp.learning_rate, hp.anneal_lr),
+            "batch_size": batch // hp.num_minibatches,
+            "n_epochs": hp.update_epochs,
+            "gae_lambda": hp.gae_lambda,
+            "clip_range": schedule(hp.clip_coef, hp.anneal_clip),
+            "clip_range_vf": schedule(hp.clip_coef, hp.anneal_clip) if hp.clip_vloss else None,
+            "normalize_advantage": hp.norm_adv,
+            "ent_coef": hp.ent_coef,
+            "vf_coef": hp.vf_coef,
+            "max_grad_norm": hp.max_grad_norm,
+            "target_kl": hp.target_kl,
+        }
     if hp.name == "a2c":
-        policy_kwargs.update(optimizer_class=torch.optim.RMSprop,
-                             optimizer_kwargs={"alpha": hp.rms_alpha, "eps": hp.rms_eps, "weight_decay": 0})
-        return {**common, "learning_rate": schedule(hp.learning_rate, hp.anneal_lr), "gae_lambda": hp.gae_lambda,
-                "normalize_advantage": hp.norm_adv, "ent_coef": hp.ent_coef, "vf_coef": hp.vf_coef,
-                "max_grad_norm": hp.max_grad_norm}
+        policy_kwargs.update(
+            optimizer_class=torch.optim.RMSprop,
+            optimizer_kwargs={"alpha": hp.rms_alpha, "eps": hp.rms_eps, "weight_decay": 0},
+        )
+        return {
+            **common,
+            "learning_rate": schedule(hp.learning_rate, hp.anneal_lr),
+            "gae_lambda": hp.gae_lambda,
+            "normalize_advantage": hp.norm_adv,
+            "ent_coef": hp.ent_coef,
+            "vf_coef": hp.vf_coef,
+            "max_grad_norm": hp.max_grad_norm,
+        }
     policy_kwargs["optimizer_kwargs"] = {"eps": 1e-8}  # our TRPO critic: torch's default Adam
-    return {**common, "learning_rate": hp.value_learning_rate, "batch_size": batch // hp.num_minibatches,
-            "n_critic_updates": hp.value_epochs, "gae_lambda": hp.gae_lambda, "target_kl": hp.max_kl,
-            "cg_max_steps": hp.cg_iters, "cg_damping": hp.cg_damping,
-            "line_search_shrinking_factor": hp.backtrack_coef, "line_search_max_iter": hp.backtrack_iters,
-            "normalize_advantage": hp.norm_adv}
+    return {
+        **common,
+        "learning_rate": hp.value_learning_rate,
+        "batch_size": batch // hp.num_minibatches,
+        "n_critic_updates": hp.value_epochs,
+        "gae_lambda": hp.gae_lambda,
+        "target_kl": hp.max_kl,
+        "cg_max_steps": hp.cg_iters,
+        "cg_damping": hp.cg_damping,
+        "line_search_shrinking_factor": hp.backtrack_coef,
+        "line_search_max_iter": hp.backtrack_iters,
+        "normalize_advantage": hp.norm_adv,
+    }
 
 
 def make_peer(cfg: DictConfig, envs):
@@ -118,12 +152,22 @@ def make_peer_envs(env_cfg: DictConfig, n_envs: int, seed: int):
 
     gym.register_envs(ale_py)
     envs = make_atari_env(
-        env_cfg.id, n_envs=n_envs, seed=seed,
-        env_kwargs={"frameskip": 1, "repeat_action_probability": env_cfg.repeat_action_probability,
-                    "max_num_frames_per_episode": env_cfg.max_episode_frames},
-        wrapper_kwargs={"noop_max": env_cfg.noop_max, "frame_skip": env_cfg.frame_skip,
-                        "screen_size": env_cfg.screen_size, "terminal_on_life_loss": env_cfg.episodic_life,
-                        "clip_reward": env_cfg.clip_rewards})
+        env_cfg.id,
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs={
+            "frameskip": 1,
+            "repeat_action_probability": env_cfg.repeat_action_probability,
+            "max_num_frames_per_episode": env_cfg.max_episode_frames,
+        },
+        wrapper_kwargs={
+            "noop_max": env_cfg.noop_max,
+            "frame_skip": env_cfg.frame_skip,
+            "screen_size": env_cfg.screen_size,
+            "terminal_on_life_loss": env_cfg.episodic_life,
+            "clip_reward": env_cfg.clip_rewards,
+        },
+    )
     return VecFrameStack(envs, n_stack=env_cfg.frame_stack)
 
 
@@ -151,8 +195,10 @@ def episode_logger(writer):
 
 
 def versions() -> dict[str, str]:
-    return {"python": platform.python_version(),
-            **{name: version(name) for name in ("torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy")}}
+    return {
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy")},
+    }
 
 
 def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
@@ -163,12 +209,15 @@ def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.algo.name not in PEERS:
         raise PeerError(f"no SB3 peer for algo={cfg.algo.name}; peers exist for: {', '.join(PEERS)}")
     name, library, class_name = PEERS[cfg.algo.name]
-    peer = {"name": name, "library": f"{library} {version(library)}", "class": class_name,
-            "kwargs": {k: repr(v) for k, v in peer_kwargs(cfg).items()}}
+    peer = {
+        "name": name,
+        "library": f"{library} {version(library)}",
+        "class": class_name,
+        "kwargs": {k: repr(v) for k, v in peer_kwargs(cfg).items()},
+    }
     run_dir.mkdir(parents=True, exist_ok=True)
     # Written first, so that a run failing from here on is reported under the peer's name.
-    (run_dir / "config.yaml").write_text(
-        OmegaConf.to_yaml({**OmegaConf.to_container(cfg, resolve=True), "peer": peer}))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml({**OmegaConf.to_container(cfg, resolve=True), "peer": peer}))
     check_matchable(cfg)
     torch.set_num_threads(cfg.torch_threads)
     batch = cfg.env.num_envs * cfg.algo.num_steps
@@ -181,14 +230,27 @@ def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
     wall = time.perf_counter() - start
 
     eval_envs = make_peer_envs(cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
-    returns, _ = evaluate_policy(model, eval_envs, n_eval_episodes=cfg.eval_episodes, deterministic=True,
-                                 return_episode_rewards=True)
+    returns, _ = evaluate_policy(
+        model, eval_envs, n_eval_episodes=cfg.eval_episodes, deterministic=True, return_episode_rewards=True
+    )
     returns = np.asarray(returns, dtype=float)
-    summary = {"algo": name, "env": cfg.env.id, "seed": cfg.seed, "total_env_steps": int(model.num_timesteps),
-               "wall_clock_s": round(wall, 3), "steps_per_second": round(model.num_timesteps / wall, 1),
-               "eval": {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": len(returns),
-                        "policy": "deterministic (argmax / Gaussian mean)", "returns": returns.tolist()},
-               "peer": peer, "versions": versions()}
+    summary = {
+        "algo": name,
+        "env": cfg.env.id,
+        "seed": cfg.seed,
+        "total_env_steps": int(model.num_timesteps),
+        "wall_clock_s": round(wall, 3),
+        "steps_per_second": round(model.num_timesteps / wall, 1),
+        "eval": {
+            "mean": float(returns.mean()),
+            "std": float(returns.std()),
+            "episodes": len(returns),
+            "policy": "deterministic (argmax / Gaussian mean)",
+            "returns": returns.tolist(),
+        },
+        "peer": peer,
+        "versions": versions(),
+    }
     writer.add_scalar("eval/mean_return", summary["eval"]["mean"], model.num_timesteps)
     writer.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

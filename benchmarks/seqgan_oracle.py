@@ -31,17 +31,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from algos import seqgan  # noqa: E402
+from benchmarks import ROOT, train_in_subprocess  # noqa: E402
 from core.checks import check_settings  # noqa: E402
 from core.files import load_checkpoint  # noqa: E402
-from benchmarks import ROOT, train_in_subprocess  # noqa: E402
 from envs import check_env_settings, make_sequence_task  # noqa: E402
 from envs.sequences import generate  # noqa: E402
 
 AUTHORS_LOG = ROOT.parent / "shared" / "data" / "seqgan-oracle" / "experiment-log.txt"
-VARIANTS = {"seqgan": ["algo.generator_update=pg", "algo.baseline=false"],  # the paper's update
-            "pg_baseline": ["algo.generator_update=pg", "algo.baseline=true"],
-            "ppo": ["algo.generator_update=ppo", "algo.baseline=false"],  # PPO-clip on the paper's rewards
-            "ppo_baseline": ["algo.generator_update=ppo", "algo.baseline=true"]}
+VARIANTS = {
+    "seqgan": ["algo.generator_update=pg", "algo.baseline=false"],  # the paper's update
+    "pg_baseline": ["algo.generator_update=pg", "algo.baseline=true"],
+    "ppo": ["algo.generator_update=ppo", "algo.baseline=false"],  # PPO-clip on the paper's rewards
+    "ppo_baseline": ["algo.generator_update=ppo", "algo.baseline=true"],
+}
 TEMPERATURES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 PAPER = {"random": 10.310, "MLE": 9.038, "SS": 8.985, "PG-BLEU": 8.946, "SeqGAN": 8.736}
 
@@ -66,8 +68,12 @@ def temperature_frontier(pre_dir: Path) -> list[dict]:
     rows = []
     for temperature in TEMPERATURES:
         torch.manual_seed(cfg.seed)
-        rows.append({"temperature": temperature,
-                     **task.metrics(generate(generator, task.num_eval, task.length, temperature=temperature))})
+        rows.append(
+            {
+                "temperature": temperature,
+                **task.metrics(generate(generator, task.num_eval, task.length, temperature=temperature)),
+            }
+        )
     cached.write_text(json.dumps(rows, indent=2))
     return rows
 
@@ -87,8 +93,10 @@ def authors_curve() -> tuple[list[int], list[float]]:
 
 def generator_epochs(history: list[dict], pretrain_epochs: int, pretrain_units: int) -> list[tuple[int, float]]:
     """(generator epoch, NLL-oracle): MLE epochs as they are, adversarial epoch k at pretrain_epochs + k."""
-    return [(h["step"] if h["step"] <= pretrain_epochs else h["step"] - pretrain_units + pretrain_epochs,
-             h["nll_oracle"]) for h in history]
+    return [
+        (h["step"] if h["step"] <= pretrain_epochs else h["step"] - pretrain_units + pretrain_epochs, h["nll_oracle"])
+        for h in history
+    ]
 
 
 def mean_sd(values: list[float]) -> str:
@@ -109,8 +117,9 @@ def main() -> None:
         pre_dir = runs / f"seed{seed}" / "pretrain"
         results[seed] = {"pretrain": run(pre_dir, seed, [*args.overrides, "algo.adversarial_epochs=0"])}
         for variant in args.variants:
-            results[seed][variant] = run(runs / f"seed{seed}" / variant, seed,
-                                         [*args.overrides, *VARIANTS[variant], f"algo.init_from={pre_dir}"])
+            results[seed][variant] = run(
+                runs / f"seed{seed}" / variant, seed, [*args.overrides, *VARIANTS[variant], f"algo.init_from={pre_dir}"]
+            )
     write_report(results, args, out)
 
 
@@ -126,40 +135,74 @@ def frontier_nll_at(frontier: list[dict], distinct_2: float) -> float | None:
 
 def results_table(results: dict[int, dict[str, dict]], variants: list[str]) -> list[str]:
     names = ["pretrain", *variants]
-    rows = ["| seed | NLL-oracle after MLE | " + " | ".join(f"NLL-oracle, {v}" for v in variants)
-            + " | self-BLEU-4 (" + " / ".join(names) + ") | distinct-2 (" + " / ".join(names)
-            + ") | wall-clock s (" + " / ".join(names) + ") |",
-            "|---|---|" + "---|" * len(variants) + "---|---|---|"]
+    rows = [
+        "| seed | NLL-oracle after MLE | "
+        + " | ".join(f"NLL-oracle, {v}" for v in variants)
+        + " | self-BLEU-4 ("
+        + " / ".join(names)
+        + ") | distinct-2 ("
+        + " / ".join(names)
+        + ") | wall-clock s ("
+        + " / ".join(names)
+        + ") |",
+        "|---|---|" + "---|" * len(variants) + "---|---|---|",
+    ]
     for seed, runs in results.items():
         # a variant (init_from) counts its adversarial training only; pre-training is the first column
-        rows.append(f"| {seed} | " + " | ".join(f"{runs[n]['final']['nll_oracle']:.3f}" for n in names)
-                    + " | " + " / ".join(f"{runs[n]['final']['self_bleu4']:.3f}" for n in names)
-                    + " | " + " / ".join(f"{runs[n]['final']['distinct_2']:.3f}" for n in names)
-                    + " | " + " / ".join(f"{runs[n]['wall_clock_s']:.0f}" for n in names) + " |")
+        rows.append(
+            f"| {seed} | "
+            + " | ".join(f"{runs[n]['final']['nll_oracle']:.3f}" for n in names)
+            + " | "
+            + " / ".join(f"{runs[n]['final']['self_bleu4']:.3f}" for n in names)
+            + " | "
+            + " / ".join(f"{runs[n]['final']['distinct_2']:.3f}" for n in names)
+            + " | "
+            + " / ".join(f"{runs[n]['wall_clock_s']:.0f}" for n in names)
+            + " |"
+        )
     if len(results) > 1:
-        rows.append("| mean +- sd | " + " | ".join(mean_sd([r[n]["final"]["nll_oracle"] for r in results.values()])
-                                                 for n in names) + " | | | |")
+        rows.append(
+            "| mean +- sd | "
+            + " | ".join(mean_sd([r[n]["final"]["nll_oracle"] for r in results.values()]) for n in names)
+            + " | | | |"
+        )
     return rows
 
 
-def frontier_table(results: dict[int, dict[str, dict]], frontiers: dict[int, list[dict]],
-                   variants: list[str]) -> list[str]:
+def frontier_table(
+    results: dict[int, dict[str, dict]], frontiers: dict[int, list[dict]], variants: list[str]
+) -> list[str]:
     """Per variant and seed: its final NLL-oracle against the tempered MLE generator's at the same distinct-2."""
-    rows = ["| temperature | " + " | ".join(f"seed {s}: NLL-oracle / self-BLEU-4 / distinct-2" for s in frontiers)
-            + " |", "|---|" + "---|" * len(frontiers)]
+    rows = [
+        "| temperature | " + " | ".join(f"seed {s}: NLL-oracle / self-BLEU-4 / distinct-2" for s in frontiers) + " |",
+        "|---|" + "---|" * len(frontiers),
+    ]
     for i, temperature in enumerate(TEMPERATURES):
-        rows.append(f"| {temperature} | " + " | ".join(
-            f"{f[i]['nll_oracle']:.3f} / {f[i]['self_bleu4']:.3f} / {f[i]['distinct_2']:.3f}"
-            for f in frontiers.values()) + " |")
-    rows += ["", "| variant | seed | final NLL-oracle | its distinct-2 | tempered MLE's NLL-oracle there | "
-                 "difference |", "|---|---|---|---|---|---|"]
+        rows.append(
+            f"| {temperature} | "
+            + " | ".join(
+                f"{f[i]['nll_oracle']:.3f} / {f[i]['self_bleu4']:.3f} / {f[i]['distinct_2']:.3f}"
+                for f in frontiers.values()
+            )
+            + " |"
+        )
+    rows += [
+        "",
+        "| variant | seed | final NLL-oracle | its distinct-2 | tempered MLE's NLL-oracle there | difference |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in variants:
         for seed, runs in results.items():
             final = runs[name]["final"]
             there = frontier_nll_at(frontiers[seed], final["distinct_2"])
-            rows.append(f"| {name} | {seed} | {final['nll_oracle']:.3f} | {final['distinct_2']:.3f} | "
-                        + (f"{there:.3f} | {final['nll_oracle'] - there:+.3f} |" if there is not None
-                           else "outside the temperatures tried | |"))
+            rows.append(
+                f"| {name} | {seed} | {final['nll_oracle']:.3f} | {final['distinct_2']:.3f} | "
+                + (
+                    f"{there:.3f} | {final['nll_oracle'] - there:+.3f} |"
+                    if there is not None
+                    else "outside the temperatures tried | |"
+                )
+            )
     return rows
 
 
@@ -178,13 +221,19 @@ def plot_curves(results: dict[int, dict[str, dict]], variants: list[str], algo, 
     fig.savefig(out / "nll_oracle.png", dpi=120)
 
 
-def plot_frontier(results: dict[int, dict[str, dict]], frontiers: dict[int, list[dict]], variants: list[str],
-                  out: Path) -> None:
+def plot_frontier(
+    results: dict[int, dict[str, dict]], frontiers: dict[int, list[dict]], variants: list[str], out: Path
+) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     tempered = f"MLE at temperatures {TEMPERATURES[0]} ... {TEMPERATURES[-1]}"
     for seed, frontier in frontiers.items():
-        ax.plot([r["distinct_2"] for r in frontier], [r["nll_oracle"] for r in frontier], "k.-", alpha=0.5,
-                label=tempered if seed == next(iter(frontiers)) else None)
+        ax.plot(
+            [r["distinct_2"] for r in frontier],
+            [r["nll_oracle"] for r in frontier],
+            "k.-",
+            alpha=0.5,
+            label=tempered if seed == next(iter(frontiers)) else None,
+        )
     for i, name in enumerate(variants):
         for seed, runs in results.items():
             points = [(h["distinct_2"], h["nll_oracle"]) for h in runs[name]["history"] if h["phase"] == "adversarial"]
@@ -203,15 +252,28 @@ def write_report(results: dict[int, dict[str, dict]], args, out: Path) -> None:
     plot_curves(results, args.variants, algo, out)
     plot_frontier(results, frontiers, args.variants, out)
     command = "python -m benchmarks.seqgan_oracle " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    text = ["# SeqGAN synthetic-oracle experiment (Yu et al. 2017, Table 1)", "", f"Command: `{command}`", "",
-            "Paper, Table 1 (NLL-oracle): " + ", ".join(f"{k} {v}" for k, v in PAPER.items()) + ".", "",
-            *results_table(results, args.variants), "", "![NLL-oracle curves](nll_oracle.png)", "",
-            "## Against lowering the temperature", "",
-            "The pre-trained generator sampled with its logits divided by a temperature below 1 (Caccia et al. "
-            "2018): NLL-oracle falls and diversity with it. A variant beats MLE only where its NLL-oracle is "
-            "below the tempered generator's at the same diversity (distinct-2).", "",
-            *frontier_table(results, frontiers, args.variants), "", "![NLL-oracle against distinct-2](frontier.png)",
-            ""]
+    text = [
+        "# SeqGAN synthetic-oracle experiment (Yu et al. 2017, Table 1)",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Paper, Table 1 (NLL-oracle): " + ", ".join(f"{k} {v}" for k, v in PAPER.items()) + ".",
+        "",
+        *results_table(results, args.variants),
+        "",
+        "![NLL-oracle curves](nll_oracle.png)",
+        "",
+        "## Against lowering the temperature",
+        "",
+        "The pre-trained generator sampled with its logits divided by a temperature below 1 (Caccia et al. "
+        "2018): NLL-oracle falls and diversity with it. A variant beats MLE only where its NLL-oracle is "
+        "below the tempered generator's at the same diversity (distinct-2).",
+        "",
+        *frontier_table(results, frontiers, args.variants),
+        "",
+        "![NLL-oracle against distinct-2](frontier.png)",
+        "",
+    ]
     (out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
 

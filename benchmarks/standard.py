@@ -29,8 +29,16 @@ PEERS = ["algo=a2c,trpo,ppo_clip", "env=cartpole,acrobot", f"seed={SEEDS}"]
 
 def sweep(module: str, overrides: list[str], sweep_dir: Path, jobs: int) -> tuple[int, float]:
     """Run one Hydra multirun; returns its exit code and wall time."""
-    command = [sys.executable, "-m", module, "-m", *overrides, "hydra/launcher=joblib",
-               f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "-m",
+        *overrides,
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={jobs}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     print("standard:", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
     code = subprocess.run(command, cwd=ROOT).returncode
@@ -47,13 +55,28 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     ours_code, ours_s = sweep("algos", OURS, runs / "tokengym", args.jobs)
     peers_code, peers_s = sweep("benchmarks.sb3_peers", PEERS, runs / "sb3", args.jobs)
-    note = (f"Runs: {runs} (git-ignored). Ours: {ours_s / 60:.1f} min, peers: {peers_s / 60:.1f} "
-            f"min wall, {args.jobs} runs at a time on {os.cpu_count()} cores, one torch thread each; 1-minute load "
-            f"average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work shared the machine). "
-            f"Wall times and SPS are from this machine only.")
+    note = (
+        f"Runs: {runs} (git-ignored). Ours: {ours_s / 60:.1f} min, peers: {peers_s / 60:.1f} "
+        f"min wall, {args.jobs} runs at a time on {os.cpu_count()} cores, one torch thread each; 1-minute load "
+        f"average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work shared the machine). "
+        f"Wall times and SPS are from this machine only."
+    )
     made_by = f"python -m benchmarks.standard --jobs {args.jobs}"
-    report = subprocess.run([sys.executable, "-m", "benchmarks.report", str(runs), "--out", str(args.out),
-                             "--made-by", made_by, "--note", note], cwd=ROOT)
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.report",
+            str(runs),
+            "--out",
+            str(args.out),
+            "--made-by",
+            made_by,
+            "--note",
+            note,
+        ],
+        cwd=ROOT,
+    )
     return ours_code or peers_code or report.returncode
 
 

@@ -11,7 +11,7 @@ With one task, the bootstrap is the ordinary bootstrap of the mean over seeds.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import trim_mean
@@ -27,19 +27,22 @@ def mean(scores: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(scores, axis=axis)
 
 
-def stratified_bootstrap_ci(scores_per_task: list[np.ndarray], statistic: Statistic, reps: int = 10_000,
-                            level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def stratified_bootstrap_ci(
+    scores_per_task: list[np.ndarray], statistic: Statistic, reps: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile confidence interval of `statistic` over the pooled runs of all tasks."""
     rng = np.random.default_rng(seed)
     resampled = np.concatenate(
-        [np.asarray(x, dtype=float)[rng.integers(0, len(x), size=(reps, len(x)))] for x in scores_per_task], axis=1)
+        [np.asarray(x, dtype=float)[rng.integers(0, len(x), size=(reps, len(x)))] for x in scores_per_task], axis=1
+    )
     values = statistic(resampled, axis=1)
     low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
 
 
-def bootstrap_mean_bands(curves: np.ndarray, reps: int = 2_000, level: float = 0.95,
-                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_mean_bands(
+    curves: np.ndarray, reps: int = 2_000, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise percentile bootstrap band of the mean over runs, for curves shaped (runs, points)."""
     rng = np.random.default_rng(seed)
     means = curves[rng.integers(0, len(curves), size=(reps, len(curves)))].mean(axis=1)

@@ -29,8 +29,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from benchmarks import ROOT, train_in_subprocess  # noqa: E402
 from envs.text.evaluate import evaluate_rows  # noqa: E402
 
-COLUMNS = ["proxy_reward", "gold_reward", "gold_positive_fraction", "kl_to_reference", "perplexity_under_reference",
-           "distinct_1", "distinct_2"]
+COLUMNS = [
+    "proxy_reward",
+    "gold_reward",
+    "gold_positive_fraction",
+    "kl_to_reference",
+    "perplexity_under_reference",
+    "distinct_1",
+    "distinct_2",
+]
 CURVE_TAGS = ["text/kl", "text/proxy_reward", "text/gold_reward"]
 
 
@@ -55,8 +62,12 @@ def plot_curves(curves: dict[int, list[dict]], best_of: dict, path: Path) -> Non
         for seed, rows in curves.items():
             ax.plot([r["kl"] for r in rows], [r[key] for r in rows], ".", ms=3, alpha=0.5, label=f"PPO seed {seed}")
         if best_of:
-            ax.plot([m["kl_to_reference"] for m in best_of.values()], [m[key] for m in best_of.values()], "k^-",
-                    label="best-of-N (" + ", ".join(name.split()[0][8:] for name in best_of) + ")")
+            ax.plot(
+                [m["kl_to_reference"] for m in best_of.values()],
+                [m[key] for m in best_of.values()],
+                "k^-",
+                label="best-of-N (" + ", ".join(name.split()[0][8:] for name in best_of) + ")",
+            )
         ax.set(xlabel="KL(policy || reference) per sequence, nats", ylabel=key.replace("_", " "), xscale=scale)
         ax.legend(fontsize=7)
     fig.suptitle("Proxy (learned reward model) and gold (VADER) reward against KL, during training")
@@ -69,10 +80,15 @@ def summarise(rows: dict[int, dict], best_of: dict, walls: dict[int, float]) -> 
     for seed, m in rows.items():
         lines.append(f"| seed {seed} | " + " | ".join(f"{m[c]:.3f}" for c in COLUMNS) + f" | {walls[seed]:.0f} |")
     if len(rows) > 1:
-        stats = [(statistics.mean(m[c] for m in rows.values()), statistics.stdev(m[c] for m in rows.values()))
-                 for c in COLUMNS]
-        lines.append("| mean +- sd | " + " | ".join(f"{a:.3f} +- {b:.3f}" for a, b in stats)
-                     + f" | {statistics.mean(walls.values()):.0f} |")
+        stats = [
+            (statistics.mean(m[c] for m in rows.values()), statistics.stdev(m[c] for m in rows.values()))
+            for c in COLUMNS
+        ]
+        lines.append(
+            "| mean +- sd | "
+            + " | ".join(f"{a:.3f} +- {b:.3f}" for a, b in stats)
+            + f" | {statistics.mean(walls.values()):.0f} |"
+        )
     for name, m in best_of.items():
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.3f}" for c in COLUMNS) + " | |")
     return lines
@@ -82,17 +98,21 @@ def bar_checks(rows: dict[int, dict], best_of: dict, walls: dict[int, float]) ->
     base, bo16 = best_of.get("best-of-1 (reference)"), best_of.get("best-of-16 (reference)")
     lines = []
     for seed, m in rows.items():
-        checks = [f"gold positive {m['gold_positive_fraction']:.3f} (>= 0.90: {m['gold_positive_fraction'] >= 0.9})",
-                  f"KL {m['kl_to_reference']:.2f} nats (<= 10: {m['kl_to_reference'] <= 10})",
-                  f"wall-clock {walls[seed] / 60:.1f} min (< 30: {walls[seed] < 1800})"]
+        checks = [
+            f"gold positive {m['gold_positive_fraction']:.3f} (>= 0.90: {m['gold_positive_fraction'] >= 0.9})",
+            f"KL {m['kl_to_reference']:.2f} nats (<= 10: {m['kl_to_reference'] <= 10})",
+            f"wall-clock {walls[seed] / 60:.1f} min (< 30: {walls[seed] < 1800})",
+        ]
         if base:
             ratio = m["perplexity_under_reference"] / base["perplexity_under_reference"]
             checks.append(f"perplexity {ratio:.2f}x the base model's samples (<= 2: {ratio <= 2})")
         if bo16:
             kl, bo16_kl = m["kl_to_reference"], bo16["kl_to_reference"]
-            checks.append(f"gold {m['gold_reward']:.3f} vs best-of-16 {bo16['gold_reward']:.3f} "
-                          f"(beats it: {m['gold_reward'] > bo16['gold_reward']}) at KL {kl:.2f} vs "
-                          f"{bo16_kl:.2f} (no more KL: {kl <= bo16_kl})")
+            checks.append(
+                f"gold {m['gold_reward']:.3f} vs best-of-16 {bo16['gold_reward']:.3f} "
+                f"(beats it: {m['gold_reward'] > bo16['gold_reward']}) at KL {kl:.2f} vs "
+                f"{bo16_kl:.2f} (no more KL: {kl <= bo16_kl})"
+            )
         lines.append(f"- seed {seed}: " + "; ".join(checks))
     return lines
 
@@ -125,13 +145,28 @@ def main() -> None:
     plot_curves(curves, best_of, out / "curves.png")
     command = "python -m benchmarks.text_alignment " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     samples = [f"- {s!r}" for s in rows[args.seeds[0]]["samples"][:10]]
-    text = [f"# {args.algo} on the default sentiment task", "", f"Command: `{command}`", "",
-            f"Evaluation: {args.prompts} prompts from the task, one sample each (seed 0), scored by the proxy reward "
-            f"model and the gold scorer (VADER); KL from the policy's own samples; best-of-N from the reference "
-            f"model on the same prompts (analytic KL log N - (N-1)/N).", "", *summarise(rows, best_of, walls), "",
-            "Checks against the quality bar:", "", *bar_checks(rows, best_of, walls), "",
-            "![proxy and gold reward against KL](curves.png)", "",
-            f"Samples (seed {args.seeds[0]}), completions of the prompts:", "", *samples, ""]
+    text = [
+        f"# {args.algo} on the default sentiment task",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Evaluation: {args.prompts} prompts from the task, one sample each (seed 0), scored by the proxy reward "
+        f"model and the gold scorer (VADER); KL from the policy's own samples; best-of-N from the reference "
+        f"model on the same prompts (analytic KL log N - (N-1)/N).",
+        "",
+        *summarise(rows, best_of, walls),
+        "",
+        "Checks against the quality bar:",
+        "",
+        *bar_checks(rows, best_of, walls),
+        "",
+        "![proxy and gold reward against KL](curves.png)",
+        "",
+        f"Samples (seed {args.seeds[0]}), completions of the prompts:",
+        "",
+        *samples,
+        "",
+    ]
     (out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
 

@@ -37,12 +37,25 @@ def build_tiny_model(folder: Path) -> str:
 
     from envs.text.pipeline.base_lm import train_tokenizer
 
-    tokenizer = train_tokenizer(["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"]
-                                * 20, vocab_size=300, context_length=64)
+    tokenizer = train_tokenizer(
+        ["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"] * 20,
+        vocab_size=300,
+        context_length=64,
+    )
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
-                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -71,9 +84,18 @@ def rollout_seconds(agent, tokenizer, batch: int, new_tokens: int, seed: int):
 def generate_seconds(lm, tokenizer, batch: int, new_tokens: int) -> float:
     _, ids, mask, pad = left_padded(tokenizer, [PROMPTS[i % len(PROMPTS)] for i in range(batch)])
     with torch.no_grad():
-        seconds = timed(lambda: lm.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0,
-                                            max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                            pad_token_id=pad, use_cache=True))
+        seconds = timed(
+            lambda: lm.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=pad,
+                use_cache=True,
+            )
+        )
     return seconds
 
 
@@ -83,6 +105,7 @@ def update_seconds(agent, batch, minibatches: int, by: str = "sample") -> float:
             logprob, entropy, value = agent.evaluate(batch.obs[idx], batch.actions[idx])
             (logprob.mean() + value.mean() + entropy.mean()).backward()
         agent.zero_grad()
+
     return timed(one_pass)
 
 
@@ -94,6 +117,7 @@ def teacher_forced_seconds(agent, batch) -> float:
     def fwd_bwd():
         agent.lm(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long()).logits.mean().backward()
         agent.zero_grad()
+
     return timed(fwd_bwd)
 
 
@@ -132,16 +156,22 @@ def main() -> None:
     ours_tps = statistics.median(tokens / s for s in ours)
     gen_tps = statistics.median(tokens / s for s in theirs)
     forced_s = statistics.median(forced)
-    command = (f"python -m benchmarks.text_speed {'--tiny' if args.tiny else '--model ' + args.model} "
-               f"--batch {args.batch} --new-tokens "
-               f"{args.new_tokens} --minibatches {args.minibatches} --repeats {args.repeats} --threads {args.threads}")
+    command = (
+        f"python -m benchmarks.text_speed {'--tiny' if args.tiny else '--model ' + args.model} "
+        f"--batch {args.batch} --new-tokens "
+        f"{args.new_tokens} --minibatches {args.minibatches} --repeats {args.repeats} --threads {args.threads}"
+    )
     n_params = sum(p.numel() for p in lm.parameters())
     model_name = "the tests' tiny GPT-2" if args.tiny else args.model
     lines = [
-        "# Text pipeline speed, side by side", "", f"Command: `{command}`  ",
+        "# Text pipeline speed, side by side",
+        "",
+        f"Command: `{command}`  ",
         f"Model: {model_name} ({n_params / 1e6:.2f} M parameters), batch {args.batch}, {args.new_tokens} new tokens, "
-        f"{args.threads} torch thread(s), median of {args.repeats} alternating repeats.", "",
-        "| measure | ours | reference | ratio (target) |", "|---|---|---|---|",
+        f"{args.threads} torch thread(s), median of {args.repeats} alternating repeats.",
+        "",
+        "| measure | ours | reference | ratio (target) |",
+        "|---|---|---|---|",
         f"| rollout tokens/s: TokenVectorEnv + KV-cached agent vs `generate` | {ours_tps:.0f} | {gen_tps:.0f} | "
         f"{ours_tps / gen_tps:.2f} (>= 0.8) |",
         f"| PPO pass over {tokens} per-token samples, 1 minibatch vs teacher-forced fwd+bwd (s) | "
@@ -149,7 +179,8 @@ def main() -> None:
         f"| the same in {args.minibatches} minibatches of whole environments, `algo.minibatch_by=env` (s) | "
         f"{statistics.median(by_env):.3f} | {forced_s:.3f} | {statistics.median(by_env) / forced_s:.2f} (<= 1.5) |",
         f"| the same in {args.minibatches} minibatches of shuffled samples, `minibatch_by=sample` (s) | "
-        f"{statistics.median(many_mb):.3f} | {forced_s:.3f} | {statistics.median(many_mb) / forced_s:.2f} |", "",
+        f"{statistics.median(many_mb):.3f} | {forced_s:.3f} | {statistics.median(many_mb) / forced_s:.2f} |",
+        "",
     ]
     (ROOT / args.out).write_text("\n".join(lines))
     print("\n".join(lines))

@@ -7,7 +7,8 @@ refused when it is built (algos/networks.py, make_agent), not mid-run.
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch

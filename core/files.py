@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import torch
 
@@ -28,8 +29,12 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"refused to load {path}: it holds objects other than tensors and plain data, "
-                              f"which could run code ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain data, "
+            f"which could run code ({str(err).splitlines()[0]})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0]}); it may be "
-                              f"truncated or corrupt: delete it to start the run afresh") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({str(err).splitlines()[0]}); it may be "
+            f"truncated or corrupt: delete it to start the run afresh"
+        ) from None

@@ -16,8 +16,12 @@ from core.info import EnvSettings, VectorEnvSettings
 
 # env.kind -> the module with its Settings (schema) and builders; imported on first use, so a CartPole
 # run never loads transformers
-KINDS = {"classic": "envs.classic", "text": "envs.text.env", "atari": "envs.atari",
-         "seqgan_oracle": "envs.seqgan_oracle"}
+KINDS = {
+    "classic": "envs.classic",
+    "text": "envs.text.env",
+    "atari": "envs.atari",
+    "seqgan_oracle": "envs.seqgan_oracle",
+}
 
 
 def _kind(kind: str | None) -> ModuleType:
@@ -39,8 +43,10 @@ def check_env_settings(env_cfg: DictConfig) -> EnvSettings:
 def vector_env_settings(settings: EnvSettings) -> VectorEnvSettings:
     """`settings`, where its kind has step-by-step environments; otherwise a clear error."""
     if not isinstance(settings, VectorEnvSettings):
-        raise ConfigError(f"env.kind={settings.kind} is whole-sequence data for algo=seqgan; it has no step-by-step "
-                          f"environment. Use algo=seqgan, or an env of kind {' or '.join(_kinds_offering('make_vector_env'))}")
+        raise ConfigError(
+            f"env.kind={settings.kind} is whole-sequence data for algo=seqgan; it has no step-by-step "
+            f"environment. Use algo=seqgan, or an env of kind {' or '.join(_kinds_offering('make_vector_env'))}"
+        )
     return settings
 
 
@@ -52,20 +58,25 @@ def make_sequence_task(settings: EnvSettings):
     """Whole-sequence data and metrics (envs/sequences.py) for algo=seqgan, from kinds that offer them."""
     module = _kind(settings.kind)
     if not hasattr(module, "sequence_task"):
-        raise ConfigError(f"env.kind={settings.kind} has no whole-sequence data for algo=seqgan; use an env of "
-                          f"kind {' or '.join(_kinds_offering('sequence_task'))} (env=seqgan_oracle, "
-                          f"env=text_sentiment)")
+        raise ConfigError(
+            f"env.kind={settings.kind} has no whole-sequence data for algo=seqgan; use an env of "
+            f"kind {' or '.join(_kinds_offering('sequence_task'))} (env=seqgan_oracle, "
+            f"env=text_sentiment)"
+        )
     return module.sequence_task(settings)
 
 
 def check_video_support(settings: EnvSettings) -> None:
     """capture_video=true needs a kind that renders frames and moviepy, which writes the MP4s."""
     if not hasattr(_kind(settings.kind), "make_video_env"):
-        raise ConfigError(f"capture_video=true: env.kind={settings.kind} has no frames to record (kinds that do: "
-                          f"{', '.join(_kinds_offering('make_video_env'))}); set capture_video=false")
+        raise ConfigError(
+            f"capture_video=true: env.kind={settings.kind} has no frames to record (kinds that do: "
+            f"{', '.join(_kinds_offering('make_video_env'))}); set capture_video=false"
+        )
     if importlib.util.find_spec("moviepy") is None:
-        raise ConfigError("capture_video=true needs moviepy to write MP4s: pip install -e '.[video]', or set "
-                          "capture_video=false")
+        raise ConfigError(
+            "capture_video=true needs moviepy to write MP4s: pip install -e '.[video]', or set capture_video=false"
+        )
 
 
 def make_video_env(settings: EnvSettings, video_folder: str) -> gym.vector.VectorEnv:

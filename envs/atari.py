@@ -66,8 +66,10 @@ class Settings(VectorEnvSettings):
         for name in ("frame_skip", "frame_stack", "screen_size", "max_episode_frames"):
             require(getattr(self, name) > 0, f"env.{name}={getattr(self, name)} must be > 0")
         require(self.noop_max >= 0 and self.num_threads >= 0, "env.noop_max and env.num_threads must be >= 0")
-        require(0.0 <= self.repeat_action_probability <= 1.0,
-                f"env.repeat_action_probability={self.repeat_action_probability} must lie in [0, 1]")
+        require(
+            0.0 <= self.repeat_action_probability <= 1.0,
+            f"env.repeat_action_probability={self.repeat_action_probability} must lie in [0, 1]",
+        )
 
 
 def ale_game(env_id: str) -> str:
@@ -86,8 +88,10 @@ def ale_game(env_id: str) -> str:
     else:
         reason = "ale-py does not know this ROM"
     if found is None:
-        raise ConfigError(f"the ROM of {env_id} ({game}.bin) is missing or unreadable: {reason}. ale-py (>=0.9) "
-                          f"ships the ROMs: reinstall it, or point ALE_ROMS_DIR at a folder holding {game}.bin")
+        raise ConfigError(
+            f"the ROM of {env_id} ({game}.bin) is missing or unreadable: {reason}. ale-py (>=0.9) "
+            f"ships the ROMs: reinstall it, or point ALE_ROMS_DIR at a folder holding {game}.bin"
+        )
     return game
 
 
@@ -173,17 +177,27 @@ def python_single_env(settings: Settings, video_folder: str | None = None) -> gy
     """One game through gymnasium's Python wrappers (AtariPreprocessing, FrameStackObservation): the same
     observations as make_vector_env's emulators (tests/test_atari.py checks it step by step with no-ops off).
     With `video_folder`, its first game is recorded frame by frame as MP4 there."""
-    env = gym.make(settings.id, frameskip=1, repeat_action_probability=settings.repeat_action_probability,
-                   max_num_frames_per_episode=settings.max_episode_frames,
-                   render_mode="rgb_array" if video_folder else None)
+    env = gym.make(
+        settings.id,
+        frameskip=1,
+        repeat_action_probability=settings.repeat_action_probability,
+        max_num_frames_per_episode=settings.max_episode_frames,
+        render_mode="rgb_array" if video_folder else None,
+    )
     if video_folder:
-        env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda episode: episode == 0,
-                                       name_prefix="eval", fps=60)  # every emulator frame, at the console's rate
+        env = gym.wrappers.RecordVideo(
+            env, video_folder, episode_trigger=lambda episode: episode == 0, name_prefix="eval", fps=60
+        )  # every emulator frame, at the console's rate
     actions = env.unwrapped.get_action_meanings()
     if "FIRE" in actions:
         env = FireOnReset(env, actions.index("FIRE"))
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=settings.noop_max, frame_skip=settings.frame_skip,
-                                          screen_size=settings.screen_size, grayscale_obs=True)
+    env = gym.wrappers.AtariPreprocessing(
+        env,
+        noop_max=settings.noop_max,
+        frame_skip=settings.frame_skip,
+        screen_size=settings.screen_size,
+        grayscale_obs=True,
+    )
     return gym.wrappers.FrameStackObservation(env, settings.frame_stack, padding_type="zero")
 
 
@@ -196,12 +210,14 @@ def make_video_env(settings: Settings, video_folder: str) -> gym.vector.VectorEn
     return game_wrappers(envs, settings, actions.index("FIRE") if "FIRE" in actions else None, training=False)
 
 
-def game_wrappers(envs: gym.vector.VectorEnv, settings: Settings, fire_action: int | None,
-                  training: bool) -> gym.vector.VectorEnv:
+def game_wrappers(
+    envs: gym.vector.VectorEnv, settings: Settings, fire_action: int | None, training: bool
+) -> gym.vector.VectorEnv:
     if settings.fire_on_life_loss and fire_action is not None:
         envs = FireAfterLifeLoss(envs, fire_action)
-    return TrainingSignal(FullGameStatistics(envs), life_loss=training and settings.episodic_life,
-                          clip=training and settings.clip_rewards)
+    return TrainingSignal(
+        FullGameStatistics(envs), life_loss=training and settings.episodic_life, clip=training and settings.clip_rewards
+    )
 
 
 class SeedList(VectorWrapper):
@@ -216,10 +232,20 @@ def make_vector_env(settings: Settings, num_envs: int, training: bool) -> gym.ve
     """Same-step autoreset: a finished game's last observation is in info['final_obs']. With `training=False`
     (evaluation) the episodes are whole games with raw rewards."""
     envs = AtariVectorEnv(
-        ale_game(settings.id), num_envs, autoreset_mode=AutoresetMode.SAME_STEP, num_threads=settings.num_threads,
-        noop_max=settings.noop_max, use_fire_reset=True, frameskip=settings.frame_skip, maxpool=True,
-        stack_num=settings.frame_stack, img_height=settings.screen_size, img_width=settings.screen_size,
-        grayscale=True, episodic_life=False, reward_clipping=False,
+        ale_game(settings.id),
+        num_envs,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        num_threads=settings.num_threads,
+        noop_max=settings.noop_max,
+        use_fire_reset=True,
+        frameskip=settings.frame_skip,
+        maxpool=True,
+        stack_num=settings.frame_stack,
+        img_height=settings.screen_size,
+        img_width=settings.screen_size,
+        grayscale=True,
+        episodic_life=False,
+        reward_clipping=False,
         repeat_action_probability=settings.repeat_action_probability,
         max_num_frames_per_episode=settings.max_episode_frames,
     )

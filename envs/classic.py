@@ -26,8 +26,9 @@ def make_single_env(env_id: str, video_folder: str | None = None) -> gym.Env:
     """With `video_folder`, the first episode is recorded as MP4 there."""
     env = gym.make(env_id, disable_env_checker=True, **({"render_mode": "rgb_array"} if video_folder else {}))
     if video_folder:
-        env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda episode: episode == 0,
-                                       name_prefix="eval")
+        env = gym.wrappers.RecordVideo(
+            env, video_folder, episode_trigger=lambda episode: episode == 0, name_prefix="eval"
+        )
     # RecordEpisodeStatistics sits inside any reward wrapper, so the logged return is the raw one.
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if isinstance(env.action_space, gym.spaces.Box):
@@ -39,8 +40,9 @@ def make_vector_env(settings: Settings, num_envs: int, training: bool) -> gym.ve
     """Same-step autoreset: a finished episode's last observation arrives in info['final_obs'], which the
     rollout needs to bootstrap at a time limit. `training` makes no difference for classic control."""
     check_env_id(settings.id)
-    return SyncVectorEnv([lambda: make_single_env(settings.id) for _ in range(num_envs)],
-                         autoreset_mode=AutoresetMode.SAME_STEP)
+    return SyncVectorEnv(
+        [lambda: make_single_env(settings.id) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
+    )
 
 
 def make_video_env(settings: Settings, video_folder: str) -> gym.vector.VectorEnv:

@@ -19,12 +19,29 @@ from envs.sequences import LSTMLanguageModel, SequenceTask, diversity_metrics, g
 
 # target_lstm.py's parameter order: embedding; input, forget, output gate and candidate cell, each as
 # (input->gate, hidden->gate, bias); output projection. Matrices are used as x @ W.
-ORACLE_LAYOUT = {"g_embeddings": ("V", "E"), "Wi": ("E", "H"), "Ui": ("H", "H"), "bi": ("H",),
-                 "Wf": ("E", "H"), "Uf": ("H", "H"), "bf": ("H",), "Wog": ("E", "H"), "Uog": ("H", "H"),
-                 "bog": ("H",), "Wc": ("E", "H"), "Uc": ("H", "H"), "bc": ("H",), "Wo": ("H", "V"), "bo": ("V",)}
-LAYOUT_HELP = ("an .npz with float arrays " + ", ".join(f"{k} {'x'.join(v)}" for k, v in ORACLE_LAYOUT.items())
-               + " (V vocabulary, E embedding, H hidden; the SeqGAN repository's save/target_params.pkl as npz: "
-               "../shared/data/seqgan-oracle/target_params.npz)")
+ORACLE_LAYOUT = {
+    "g_embeddings": ("V", "E"),
+    "Wi": ("E", "H"),
+    "Ui": ("H", "H"),
+    "bi": ("H",),
+    "Wf": ("E", "H"),
+    "Uf": ("H", "H"),
+    "bf": ("H",),
+    "Wog": ("E", "H"),
+    "Uog": ("H", "H"),
+    "bog": ("H",),
+    "Wc": ("E", "H"),
+    "Uc": ("H", "H"),
+    "bc": ("H",),
+    "Wo": ("H", "V"),
+    "bo": ("V",),
+}
+LAYOUT_HELP = (
+    "an .npz with float arrays "
+    + ", ".join(f"{k} {'x'.join(v)}" for k, v in ORACLE_LAYOUT.items())
+    + " (V vocabulary, E embedding, H hidden; the SeqGAN repository's save/target_params.pkl as npz: "
+    "../shared/data/seqgan-oracle/target_params.npz)"
+)
 
 
 DEFAULT_ORACLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "seqgan-oracle" / "target_params.npz"
@@ -79,12 +96,16 @@ def _check_layout(arrays: dict, path: Path) -> dict[str, int]:
     for key, dims in ORACLE_LAYOUT.items():
         shape = arrays[key].shape
         if len(shape) != len(dims) or not np.issubdtype(arrays[key].dtype, np.floating):
-            raise ConfigError(f"oracle file {path}: {key} has shape {shape} and dtype {arrays[key].dtype}, "
-                              f"expected a float array {'x'.join(dims)}; expected {LAYOUT_HELP}")
+            raise ConfigError(
+                f"oracle file {path}: {key} has shape {shape} and dtype {arrays[key].dtype}, "
+                f"expected a float array {'x'.join(dims)}; expected {LAYOUT_HELP}"
+            )
         for dim, size in zip(dims, shape):
             if sizes.setdefault(dim, size) != size:
-                raise ConfigError(f"oracle file {path}: {key} has shape {shape}, which disagrees with "
-                                  f"{dim}={sizes[dim]} from the arrays before it; expected {LAYOUT_HELP}")
+                raise ConfigError(
+                    f"oracle file {path}: {key} has shape {shape}, which disagrees with "
+                    f"{dim}={sizes[dim]} from the arrays before it; expected {LAYOUT_HELP}"
+                )
     return sizes
 
 
@@ -97,6 +118,13 @@ def sequence_task(settings: Settings) -> SequenceTask:
     def metrics(samples: torch.Tensor) -> dict[str, float]:
         return {"nll_oracle": token_nll(oracle, samples).mean().item(), **diversity_metrics(samples[:2000].tolist())}
 
-    return SequenceTask(name="seqgan_oracle", real=real, vocab_size=oracle.head.out_features,
-                        start_token=settings.start_token, metrics=metrics, headline="nll_oracle",
-                        lower_is_better=True, num_eval=settings.num_eval)
+    return SequenceTask(
+        name="seqgan_oracle",
+        real=real,
+        vocab_size=oracle.head.out_features,
+        start_token=settings.start_token,
+        metrics=metrics,
+        headline="nll_oracle",
+        lower_is_better=True,
+        num_eval=settings.num_eval,
+    )

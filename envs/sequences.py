@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -42,7 +42,7 @@ class SequenceTask:
 
 
 def ngrams(tokens: list, n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 class BleuReferences:
@@ -87,12 +87,16 @@ def self_bleu(samples: list[list], max_n: int = 4, hypotheses: int = 200) -> flo
 
 def distinct_n(samples: list[list], n: int) -> float:
     """Distinct n-grams over all n-grams in the samples (Li et al. 2016)."""
-    grams = [tuple(s[i:i + n]) for s in samples for i in range(len(s) - n + 1)]
+    grams = [tuple(s[i : i + n]) for s in samples for i in range(len(s) - n + 1)]
     return len(set(grams)) / max(1, len(grams))
 
 
 def diversity_metrics(samples: list[list]) -> dict[str, float]:
-    return {"self_bleu4": self_bleu(samples), "distinct_2": distinct_n(samples, 2), "distinct_3": distinct_n(samples, 3)}
+    return {
+        "self_bleu4": self_bleu(samples),
+        "distinct_2": distinct_n(samples, 2),
+        "distinct_3": distinct_n(samples, 3),
+    }
 
 
 # ------------------------------------------------------------------------------------- generators and the oracle
@@ -142,8 +146,15 @@ class TransformerLanguageModel(torch.nn.Module):
     def fresh(cls, vocab_size: int, length: int, start_token: int, width: int = 64, layers: int = 2, heads: int = 4):
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        config = GPT2Config(vocab_size=vocab_size, n_positions=length + 1, n_embd=width, n_layer=layers,
-                            n_head=heads, bos_token_id=start_token, eos_token_id=start_token)
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=length + 1,
+            n_embd=width,
+            n_layer=layers,
+            n_head=heads,
+            bos_token_id=start_token,
+            eos_token_id=start_token,
+        )
         return cls(GPT2LMHeadModel(config), start_token)
 
     @classmethod
@@ -189,14 +200,20 @@ def evaluating(model: torch.nn.Module):
 def token_nll(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """[B]: each sequence's mean per-token negative log-likelihood (nats) under `model`."""
     with evaluating(model):
-        return torch.cat([token_log_likelihoods(model.logits(chunk), chunk).neg().mean(1)
-                          for chunk in sequences.split(batch_size)])
+        return torch.cat(
+            [token_log_likelihoods(model.logits(chunk), chunk).neg().mean(1) for chunk in sequences.split(batch_size)]
+        )
 
 
-def generate(model: torch.nn.Module, n: int, length: int, batch_size: int = 1000, temperature: float = 1.0
-             ) -> torch.Tensor:
+def generate(
+    model: torch.nn.Module, n: int, length: int, batch_size: int = 1000, temperature: float = 1.0
+) -> torch.Tensor:
     """[n, length] samples from the model, its logits divided by `temperature` (1: the model's own distribution;
     below 1 sharper, the quality-for-diversity trade of Caccia et al. 2018)."""
     with evaluating(model):
-        return torch.cat([model.complete(torch.empty(min(batch_size, n - i), 0, dtype=torch.long), length,
-                                         temperature) for i in range(0, n, batch_size)])
+        return torch.cat(
+            [
+                model.complete(torch.empty(min(batch_size, n - i), 0, dtype=torch.long), length, temperature)
+                for i in range(0, n, batch_size)
+            ]
+        )

@@ -65,7 +65,7 @@ def vector_env_state(envs) -> dict:
     `state_dict` of its own (the token env) gives that instead."""
     if hasattr(envs, "state_dict"):
         return envs.state_dict()
-    return {"vector": _layer_state(envs), "envs": [[_layer_state(l) for l in _layers(e)] for e in envs.envs]}
+    return {"vector": _layer_state(envs), "envs": [[_layer_state(layer) for layer in _layers(e)] for e in envs.envs]}
 
 
 def restore_vector_env_state(envs, state: dict) -> bool:

@@ -58,9 +58,11 @@ class NaNRewardAfter(gym.Wrapper):
 
 
 if "NaNRewardCartPole-v0" not in gym.registry:
-    gym.register(id="NaNRewardCartPole-v0",
-                 entry_point=lambda **kw: NaNRewardAfter(gym.make("CartPole-v1").unwrapped, **kw),
-                 max_episode_steps=500)
+    gym.register(
+        id="NaNRewardCartPole-v0",
+        entry_point=lambda **kw: NaNRewardAfter(gym.make("CartPole-v1").unwrapped, **kw),
+        max_episode_steps=500,
+    )
 
 
 def make_tiny_lm(folder: Path) -> Path:
@@ -72,9 +74,19 @@ def make_tiny_lm(folder: Path) -> Path:
     texts = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"] * 20
     tokenizer = train_tokenizer(texts, vocab_size=300, context_length=64)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

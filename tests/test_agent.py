@@ -49,8 +49,9 @@ def test_categorical_sampling_follows_the_probabilities():
 
 def test_gradients_reach_only_the_right_parameters():
     agent = make(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Box(-1, 1, (2,)))
-    assert {id(p) for p in agent.actor_parameters()} | {id(p) for p in agent.critic_parameters()} == \
-        {id(p) for p in agent.parameters()}
+    assert {id(p) for p in agent.actor_parameters()} | {id(p) for p in agent.critic_parameters()} == {
+        id(p) for p in agent.parameters()
+    }
     agent.value(torch.randn(8, 4)).sum().backward()
     assert all(p.grad is None for p in agent.actor_parameters())
 
@@ -138,8 +139,10 @@ class RestartingEnvs(SyncVectorEnv):
 
 def test_resume_on_an_env_that_restarts_keeps_the_fresh_observations():
     def envs():
-        return RestartingEnvs([lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1"))] * 2,
-                              autoreset_mode=AutoresetMode.SAME_STEP)
+        return RestartingEnvs(
+            [lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1"))] * 2,
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
 
     agent = make(gym.spaces.Box(-5, 5, (4,)), gym.spaces.Discrete(2))
     first = Rollout(envs(), agent, num_steps=8, gamma=0.99, seed=0)

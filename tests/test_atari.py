@@ -36,8 +36,9 @@ def test_vector_env_matches_gymnasium_python_wrappers():
     pytest.importorskip("cv2", reason="AtariPreprocessing needs opencv (the bench and video extras install it)")
     env_cfg = atari_env_cfg("env.noop_max=0", "env.fire_on_life_loss=false")
     ours = make_vector_env(env_cfg, 2, training=False)
-    theirs = SyncVectorEnv([lambda: python_single_env(env_cfg) for _ in range(2)],
-                           autoreset_mode=AutoresetMode.SAME_STEP)
+    theirs = SyncVectorEnv(
+        [lambda: python_single_env(env_cfg) for _ in range(2)], autoreset_mode=AutoresetMode.SAME_STEP
+    )
     obs_ours, _ = ours.reset(seed=5)
     obs_theirs, _ = theirs.reset(seed=5)
     assert np.array_equal(obs_ours, obs_theirs)
@@ -73,7 +74,8 @@ def test_training_reward_is_clipped_and_lives_end_episodes_while_the_logged_scor
     eval_envs.reset(seed=3)
     raw_sum, clipped_sum, lives_lost, games = np.zeros(2), np.zeros(2), 0, 0
     for (_, r_train, term_train, _, info_train), (_, r_eval, term_eval, trunc_eval, info_eval) in zip(
-            play(train_envs, 1500), play(eval_envs, 1500)):
+        play(train_envs, 1500), play(eval_envs, 1500)
+    ):
         assert np.array_equal(r_train, np.sign(r_eval))
         life_lost = term_train & ~term_eval
         lives_lost += life_lost.sum()
@@ -107,8 +109,14 @@ def test_fire_after_a_lost_life_relaunches_the_ball(fire_on_life_loss):
 
 
 def ppo_config(tmp_path, *overrides: str):
-    return compose_config("algo=ppo_clip", "env=breakout", "eval_episodes=2", "env.max_episode_frames=2000",
-                          f"run_root={tmp_path}", *overrides)
+    return compose_config(
+        "algo=ppo_clip",
+        "env=breakout",
+        "eval_episodes=2",
+        "env.max_episode_frames=2000",
+        f"run_root={tmp_path}",
+        *overrides,
+    )
 
 
 def test_short_ppo_run_on_breakout_completes_and_writes_its_summary(tmp_path):
@@ -140,25 +148,41 @@ def test_a_run_resumes_from_its_checkpoint_with_new_games(tmp_path, caplog):
 
 
 def test_a2c_preset_runs_on_pong(tmp_path):
-    cfg = compose_config("algo=a2c", "env=pong", "total_timesteps=160", "eval_episodes=1",
-                         "env.max_episode_frames=400", f"run_root={tmp_path}")
+    cfg = compose_config(
+        "algo=a2c",
+        "env=pong",
+        "total_timesteps=160",
+        "eval_episodes=1",
+        "env.max_episode_frames=400",
+        f"run_root={tmp_path}",
+    )
     assert (cfg.env.num_envs, cfg.algo.num_steps, cfg.algo.vf_coef, cfg.algo.ent_coef) == (16, 5, 0.25, 0.01)
     assert a2c.train(cfg, tmp_path)["total_env_steps"] == 160
 
 
 @pytest.mark.parametrize("algo", ["trpo", "pg", "ppo_penalty"])
 def test_the_algorithms_without_atari_presets_run_on_breakout(algo, tmp_path):
-    cfg = compose_config(f"algo={algo}", "env=breakout", "env.num_envs=2", "algo.num_steps=32",
-                         "total_timesteps=128", "eval_episodes=1", "env.max_episode_frames=400")
+    cfg = compose_config(
+        f"algo={algo}",
+        "env=breakout",
+        "env.num_envs=2",
+        "algo.num_steps=32",
+        "total_timesteps=128",
+        "eval_episodes=1",
+        "env.max_episode_frames=400",
+    )
     summary = importlib.import_module(f"algos.{algo}").train(cfg, tmp_path)
     assert summary["total_env_steps"] == 128 and summary["eval"]["episodes"] == 1
 
 
-@pytest.mark.parametrize("env_id, message", [
-    ("ALE/Breakout-v9", "env.id='ALE/Breakout-v9' is not an Atari game id; close matches: ALE/Breakout-v5"),
-    ("ALE/SpaceInvader-v5", "close matches: ALE/SpaceInvaders-v5"),
-    ("CartPole-v1", "env.id='CartPole-v1' is not an Atari game id"),
-])
+@pytest.mark.parametrize(
+    "env_id, message",
+    [
+        ("ALE/Breakout-v9", "env.id='ALE/Breakout-v9' is not an Atari game id; close matches: ALE/Breakout-v5"),
+        ("ALE/SpaceInvader-v5", "close matches: ALE/SpaceInvaders-v5"),
+        ("CartPole-v1", "env.id='CartPole-v1' is not an Atari game id"),
+    ],
+)
 def test_unknown_game_id_lists_close_matches(env_id, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         ale_game(env_id)

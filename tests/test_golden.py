@@ -19,19 +19,50 @@ from tests.conftest import compose_config
 
 GOLDEN = Path(__file__).with_name("golden_hashes.json")
 EXAMPLE_TASK = "env.task=examples/terse_task.py:make_task"
-SEQGAN_TINY = ["env.num_eval=64", "env.num_real=256", "algo.batch_size=32", "algo.dis_filter_sizes=[2,3]",
-               "algo.dis_num_filters=[8,8]", "algo.rollout_num=2", "algo.eval_every=1", "algo.num_negatives=64",
-               "algo.pretrain_epochs=1", "algo.dis_pretrain_rounds=1", "algo.adversarial_epochs=1"]
+SEQGAN_TINY = [
+    "env.num_eval=64",
+    "env.num_real=256",
+    "algo.batch_size=32",
+    "algo.dis_filter_sizes=[2,3]",
+    "algo.dis_num_filters=[8,8]",
+    "algo.rollout_num=2",
+    "algo.eval_every=1",
+    "algo.num_negatives=64",
+    "algo.pretrain_epochs=1",
+    "algo.dis_pretrain_rounds=1",
+    "algo.adversarial_epochs=1",
+]
 
 # name -> (algorithm, overrides); the text run also names the tiny LM folder (tests/conftest.py's tiny_lm).
 RUNS = {
-    **{f"{algo}-cartpole": (algo, ["env=cartpole", "total_timesteps=2048", "algo.num_steps=64", "eval_episodes=2"])
-       for algo in ("pg", "a2c", "trpo", "ppo_penalty", "ppo_clip")},
-    "ppo_clip-breakout": ("ppo_clip", ["env=breakout", "total_timesteps=2048", "env.num_envs=4", "algo.num_steps=64",
-                                       "eval_episodes=1", "env.max_episode_frames=2000"]),
-    "ppo_clip-text": ("ppo_clip", ["env=text", EXAMPLE_TASK, "env.num_envs=4", "env.max_new_tokens=4",
-                                   "env.max_prompt_tokens=8", "algo.num_steps=8", "total_timesteps=128",
-                                   "eval_episodes=2"]),
+    **{
+        f"{algo}-cartpole": (algo, ["env=cartpole", "total_timesteps=2048", "algo.num_steps=64", "eval_episodes=2"])
+        for algo in ("pg", "a2c", "trpo", "ppo_penalty", "ppo_clip")
+    },
+    "ppo_clip-breakout": (
+        "ppo_clip",
+        [
+            "env=breakout",
+            "total_timesteps=2048",
+            "env.num_envs=4",
+            "algo.num_steps=64",
+            "eval_episodes=1",
+            "env.max_episode_frames=2000",
+        ],
+    ),
+    "ppo_clip-text": (
+        "ppo_clip",
+        [
+            "env=text",
+            EXAMPLE_TASK,
+            "env.num_envs=4",
+            "env.max_new_tokens=4",
+            "env.max_prompt_tokens=8",
+            "algo.num_steps=8",
+            "total_timesteps=128",
+            "eval_episodes=2",
+        ],
+    ),
     "seqgan-oracle": ("seqgan", ["env=seqgan_oracle", *SEQGAN_TINY]),
 }
 

@@ -24,8 +24,14 @@ TINY = ["algo=a2c", "env=cartpole", "total_timesteps=2048", "eval_episodes=1"]
 
 
 def run(*args: str, module: str = "algos", env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
+    )
 
 
 def finished_runs(folder: Path) -> dict[str, dict]:
@@ -33,8 +39,9 @@ def finished_runs(folder: Path) -> dict[str, dict]:
 
 
 def test_joblib_sweep_shows_progress_and_lists_the_failed_job(tmp_path):
-    out = run("-m", *TINY, "seed=0,-1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-              f"hydra.sweep.dir={tmp_path}")
+    out = run(
+        "-m", *TINY, "seed=0,-1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}"
+    )
     assert out.returncode != 0  # Hydra raises the failed job's error once the sweep is over
     assert "[sweep] 2/2 jobs finished: 1 done, 1 failed, 0 running" in out.stderr, out.stderr
     assert "1-a2c-cartpole-seed-1: failed: ValueError: Seed must be between 0 and 2**32 - 1" in out.stderr
@@ -70,11 +77,23 @@ def ray_head():
     port, client_port = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     head = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
-         f"--ray-client-server-port={client_port}", "--num-cpus=2", "--include-dashboard=false",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background pytest ignores SIGINT
+        [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            f"--ray-client-server-port={client_port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # a background pytest ignores SIGINT
     try:
         wait_for_ports(port, client_port)
         yield port, client_port, Path(temp_dir)
@@ -96,21 +115,34 @@ def ray_logs(temp_dir: Path) -> str:
 
 def test_ray_launcher_on_a_local_head_and_as_a_remote_cluster(ray_head, tmp_path):
     port, client_port, temp_dir = ray_head
-    local = run("-m", *TINY, "seed=0,1", "hydra/launcher=ray_cluster", f"hydra.sweep.dir={tmp_path / 'local'}",
-                env={"RAY_ADDRESS": f"127.0.0.1:{port}"})
+    local = run(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "hydra/launcher=ray_cluster",
+        f"hydra.sweep.dir={tmp_path / 'local'}",
+        env={"RAY_ADDRESS": f"127.0.0.1:{port}"},
+    )
     assert local.returncode == 0, local.stderr[-3000:]
     assert "[sweep] 2/2 jobs finished: 2 done, 0 failed, 0 running" in local.stderr
     # The remote preset, by configuration alone: Ray client to the head, the project shipped to the workers.
-    remote = run("-m", *TINY, "seed=0,1", "hydra/launcher=ray_remote",
-                 f"hydra.launcher.ray.init.address=ray://127.0.0.1:{client_port}",
-                 f"hydra.sweep.dir={tmp_path / 'remote'}")
+    remote = run(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "hydra/launcher=ray_remote",
+        f"hydra.launcher.ray.init.address=ray://127.0.0.1:{client_port}",
+        f"hydra.sweep.dir={tmp_path / 'remote'}",
+    )
     assert remote.returncode == 0, remote.stderr[-3000:] + ray_logs(temp_dir)
     for name in ("local", "remote"):
         runs = finished_runs(tmp_path / name)
         assert sorted((r["algo"], r["seed"]) for r in runs.values()) == [("a2c", 0), ("a2c", 1)]
     # Same seed, same config: the Ray workers reproduce each other's runs exactly.
-    returns = {name: {r["seed"]: r["eval"]["returns"] for r in finished_runs(tmp_path / name).values()}
-               for name in ("local", "remote")}
+    returns = {
+        name: {r["seed"]: r["eval"]["returns"] for r in finished_runs(tmp_path / name).values()}
+        for name in ("local", "remote")
+    }
     assert returns["local"] == returns["remote"]
 
 
@@ -122,8 +154,15 @@ def test_submitit_local_sweep(tmp_path):
 
 
 def test_slurm_preset_sets_partition_time_and_one_cpu_per_job():
-    out = run("algo=a2c", "hydra/launcher=slurm", "hydra.launcher.partition=cpu", "--cfg", "hydra",
-              "--package", "hydra.launcher")
+    out = run(
+        "algo=a2c",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=cpu",
+        "--cfg",
+        "hydra",
+        "--package",
+        "hydra.launcher",
+    )
     assert out.returncode == 0, out.stderr
     launcher = yaml.safe_load(out.stdout)
     assert launcher["_target_"].endswith("SlurmLauncher")
@@ -132,8 +171,15 @@ def test_slurm_preset_sets_partition_time_and_one_cpu_per_job():
 
 def test_optuna_search_scores_trials_on_several_seeds_and_resumes(tmp_path):
     optuna = pytest.importorskip("optuna")
-    args = ["-m", "+sweep=ppo_clip_cartpole", "total_timesteps=512", "eval_episodes=1", "seeds=[0,1]",
-            "hydra.sweeper.n_trials=2", f"run_root={tmp_path}"]
+    args = [
+        "-m",
+        "+sweep=ppo_clip_cartpole",
+        "total_timesteps=512",
+        "eval_episodes=1",
+        "seeds=[0,1]",
+        "hydra.sweeper.n_trials=2",
+        f"run_root={tmp_path}",
+    ]
     for _ in range(2):  # the second invocation resumes the study
         out = run(*args, module="algos.sweeps")
         assert out.returncode == 0, out.stderr[-3000:]

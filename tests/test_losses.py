@@ -8,10 +8,10 @@ import torch
 
 from algos.a2c import actor_critic_loss
 from algos.losses import approx_kl, value_loss
-from algos.rollout import gae
 from algos.pg import reinforce_loss
 from algos.ppo_clip import clipped_surrogate_loss
 from algos.ppo_penalty import adapt_beta, kl_penalty_loss
+from algos.rollout import gae
 from algos.trpo import backtracking_line_search, conjugate_gradient
 
 
@@ -41,8 +41,12 @@ def test_gae_matches_direct_sum_across_episode_ends(lam):
     ends[-1] = 0.0  # the segment ends mid-episode: bootstrapped from last_value
     last_value = 0.37
     expected = direct_gae(rewards, values, ends, last_value, gamma, lam)
-    got = gae(*(torch.tensor(x, dtype=torch.float64)[:, None] for x in (rewards, values, ends)),
-              torch.tensor([last_value], dtype=torch.float64), gamma, lam)
+    got = gae(
+        *(torch.tensor(x, dtype=torch.float64)[:, None] for x in (rewards, values, ends)),
+        torch.tensor([last_value], dtype=torch.float64),
+        gamma,
+        lam,
+    )
     np.testing.assert_allclose(got[:, 0].numpy(), expected, rtol=1e-12)
 
 
@@ -55,12 +59,15 @@ def test_gae_with_lambda_one_gives_discounted_reward_to_go():
     np.testing.assert_allclose(returns[:, 0].numpy(), [2.75, 3.5, 3.0])
 
 
-@pytest.mark.parametrize("ratio, adv, expected", [
-    (1.5, 1.0, 1.2),    # A > 0, ratio above 1 + eps: clipped, no incentive to go further
-    (0.5, 1.0, 0.5),    # A > 0, ratio below 1 - eps: the unclipped (smaller) term
-    (0.5, -1.0, -0.8),  # A < 0, ratio below 1 - eps: clipped
-    (1.5, -1.0, -1.5),  # A < 0, ratio above 1 + eps: the unclipped (more pessimistic) term
-])
+@pytest.mark.parametrize(
+    "ratio, adv, expected",
+    [
+        (1.5, 1.0, 1.2),  # A > 0, ratio above 1 + eps: clipped, no incentive to go further
+        (0.5, 1.0, 0.5),  # A > 0, ratio below 1 - eps: the unclipped (smaller) term
+        (0.5, -1.0, -0.8),  # A < 0, ratio below 1 - eps: clipped
+        (1.5, -1.0, -1.5),  # A < 0, ratio above 1 + eps: the unclipped (more pessimistic) term
+    ],
+)
 def test_clipped_surrogate_four_cases(ratio, adv, expected):
     loss = clipped_surrogate_loss(torch.tensor([ratio]), torch.tensor([adv]), clip_coef=0.2)
     assert loss.item() == pytest.approx(-expected)
@@ -84,8 +91,9 @@ def test_approx_kl_is_k3_estimator():
     assert approx_kl(logratio).item() == pytest.approx(((2 - 1) - math.log(2)) / 2)
 
 
-@pytest.mark.parametrize("kl, expected", [(0.001, 0.5), (0.0066, 0.5), (0.01, 1.0), (0.0149, 1.0),
-                                          (0.016, 2.0), (0.5, 2.0)])
+@pytest.mark.parametrize(
+    "kl, expected", [(0.001, 0.5), (0.0066, 0.5), (0.01, 1.0), (0.0149, 1.0), (0.016, 2.0), (0.5, 2.0)]
+)
 def test_adaptive_beta_rule(kl, expected):
     assert adapt_beta(1.0, kl, target_kl=0.01) == expected
 
@@ -105,17 +113,23 @@ def test_conjugate_gradient_matches_direct_solve():
 
 
 def test_line_search_rejects_a_worsening_step_and_keeps_the_old_parameters():
-    surrogate_and_kl = lambda x: (-float(x @ x), 0.0)  # maximised at 0; every step along +x worsens it
+    def surrogate_and_kl(x):
+        return (-float(x @ x), 0.0)  # maximised at 0; every step along +x worsens it
+
     x0 = torch.tensor([1.0, 1.0])
-    x, steps = backtracking_line_search(surrogate_and_kl, x0, torch.tensor([1.0, 0.0]), max_kl=0.01,
-                                        shrink=0.5, iters=5)
+    x, steps = backtracking_line_search(
+        surrogate_and_kl, x0, torch.tensor([1.0, 0.0]), max_kl=0.01, shrink=0.5, iters=5
+    )
     assert torch.equal(x, x0) and steps == 5
 
 
 def test_line_search_shrinks_until_kl_is_within_bounds():
     # surrogate improves along the step, KL grows as |x - x0|^2: full step KL 1, accepted at shrink^3 (KL 1/64)
     x0 = torch.zeros(1)
-    surrogate_and_kl = lambda x: (float(x[0]), float(x[0] ** 2))
+
+    def surrogate_and_kl(x):
+        return (float(x[0]), float(x[0] ** 2))
+
     x, steps = backtracking_line_search(surrogate_and_kl, x0, torch.ones(1), max_kl=0.02, shrink=0.5, iters=10)
     assert steps == 4 and x.item() == pytest.approx(0.125)
 
@@ -123,8 +137,15 @@ def test_line_search_shrinks_until_kl_is_within_bounds():
 def test_reinforce_and_a2c_losses():
     logp, adv = torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 0.5])
     assert reinforce_loss(logp, adv).item() == pytest.approx(-(-1.0 - 1.0) / 2)
-    total, pg, v, ent = actor_critic_loss(logp, torch.tensor([0.5, 0.7]), torch.tensor([1.0, 0.0]), adv,
-                                          torch.tensor([2.0, 1.0]), ent_coef=0.1, vf_coef=0.5)
+    total, pg, v, ent = actor_critic_loss(
+        logp,
+        torch.tensor([0.5, 0.7]),
+        torch.tensor([1.0, 0.0]),
+        adv,
+        torch.tensor([2.0, 1.0]),
+        ent_coef=0.1,
+        vf_coef=0.5,
+    )
     assert pg.item() == pytest.approx(1.0)
     assert v.item() == pytest.approx(0.5 * (1 + 1) / 2)
     assert total.item() == pytest.approx(1.0 - 0.1 * 0.6 + 0.5 * 0.5)

@@ -19,7 +19,13 @@ REPO = Path(__file__).resolve().parent.parent
 def test_ppo_clip_settings_become_sb3_ppo_arguments(compose_cfg):
     kwargs = sb3_peers.peer_kwargs(compose_cfg("algo=ppo_clip", "env=cartpole"))  # rl-zoo's tuned set
     assert {k: kwargs[k] for k in ("n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "ent_coef")} == {
-        "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gamma": 0.98, "gae_lambda": 0.8, "ent_coef": 0.0}
+        "n_steps": 32,
+        "batch_size": 256,
+        "n_epochs": 20,
+        "gamma": 0.98,
+        "gae_lambda": 0.8,
+        "ent_coef": 0.0,
+    }
     assert (kwargs["learning_rate"](1.0), kwargs["learning_rate"](0.5)) == pytest.approx((1e-3, 5e-4))  # annealed
     assert (kwargs["clip_range"](1.0), kwargs["clip_range"](0.25)) == pytest.approx((0.2, 0.05))
     assert kwargs["clip_range_vf"] is None and kwargs["policy_kwargs"]["optimizer_kwargs"] == {"eps": 1e-5}
@@ -33,7 +39,12 @@ def test_a2c_and_trpo_settings_become_their_peers_arguments(compose_cfg):
     assert a2c["policy_kwargs"]["optimizer_kwargs"] == {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0}
     trpo = sb3_peers.peer_kwargs(compose_cfg("algo=trpo", "env=cartpole"))
     assert {k: trpo[k] for k in ("n_steps", "batch_size", "n_critic_updates", "target_kl", "cg_damping")} == {
-        "n_steps": 512, "batch_size": 2048, "n_critic_updates": 10, "target_kl": 0.01, "cg_damping": 0.1}
+        "n_steps": 512,
+        "batch_size": 2048,
+        "n_critic_updates": 10,
+        "target_kl": 0.01,
+        "cg_damping": 0.1,
+    }
 
 
 def test_atari_settings_become_sb3s_atari_stack(compose_cfg):
@@ -41,7 +52,13 @@ def test_atari_settings_become_sb3s_atari_stack(compose_cfg):
     cfg = compose_cfg("algo=ppo_clip", "env=breakout")
     kwargs = sb3_peers.peer_kwargs(cfg)
     assert {k: kwargs[k] for k in ("n_steps", "batch_size", "n_epochs", "ent_coef", "vf_coef", "max_grad_norm")} == {
-        "n_steps": 128, "batch_size": 256, "n_epochs": 4, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5}
+        "n_steps": 128,
+        "batch_size": 256,
+        "n_epochs": 4,
+        "ent_coef": 0.01,
+        "vf_coef": 0.5,
+        "max_grad_norm": 0.5,
+    }
     assert (kwargs["clip_range"], kwargs["clip_range_vf"]) == (0.1, 0.1)
     assert kwargs["policy_kwargs"] == {"optimizer_kwargs": {"eps": 1e-5}}  # SB3's Nature CNN, no MLP settings
     envs = sb3_peers.make_peer_envs(cfg.env, 2, seed=0)
@@ -53,9 +70,22 @@ def test_atari_settings_become_sb3s_atari_stack(compose_cfg):
 
 
 def test_a_peer_run_has_our_folder_format_and_tags(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.sb3_peers", "algo=ppo_clip", "env=cartpole",
-                          "total_timesteps=1024", "eval_episodes=2", f"hydra.run.dir={tmp_path}"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.sb3_peers",
+            "algo=ppo_clip",
+            "env=cartpole",
+            "total_timesteps=1024",
+            "eval_episodes=2",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["algo"], summary["env"], summary["total_env_steps"]) == ("sb3_ppo", "CartPole-v1", 1024)
@@ -67,7 +97,12 @@ def test_a_peer_run_has_our_folder_format_and_tags(tmp_path):
 
 
 def test_an_algorithm_without_a_peer_is_a_clear_error(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.sb3_peers", "algo=pg", f"hydra.run.dir={tmp_path}"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sb3_peers", "algo=pg", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode != 0
     assert "no SB3 peer for algo=pg; peers exist for: a2c, ppo_clip, trpo" in out.stderr

@@ -32,8 +32,9 @@ def checkpoint_meta(run_dir: Path) -> dict:
 
 def start_and_stop_at_random_update(run_dir: Path, sig: signal.Signals) -> tuple[int, subprocess.Popen]:
     stop_after = random.Random().randint(3, 50)
-    proc = subprocess.Popen(cli(*RUN, f"hydra.run.dir={run_dir}"), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli(*RUN, f"hydra.run.dir={run_dir}"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         if (run_dir / "checkpoint.pt").exists() and checkpoint_meta(run_dir)["next_update"] >= stop_after:
@@ -86,8 +87,9 @@ def test_sigterm_checkpoints_before_exit_then_resume_matches(tmp_path, uninterru
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, uninterrupted):
-    out = subprocess.run(cli(*RUN, "algo.learning_rate=0.1", f"hydra.run.dir={uninterrupted}"), cwd=REPO,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        cli(*RUN, "algo.learning_rate=0.1", f"hydra.run.dir={uninterrupted}"), cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert "holds a run started with other settings: algo.learning_rate (saved 0.001, given 0.1)" in out.stderr
 
@@ -98,8 +100,13 @@ def test_resume_of_a_folder_without_checkpoint_is_refused(tmp_path):
 
 
 def test_nan_reward_stops_the_run_and_keeps_the_last_good_checkpoint(compose_cfg, tmp_path):
-    cfg = compose_cfg("algo=ppo_clip", "env=cartpole", "env.id=NaNRewardCartPole-v0", "total_timesteps=20480",
-                      "checkpoint_interval_s=0")
+    cfg = compose_cfg(
+        "algo=ppo_clip",
+        "env=cartpole",
+        "env.id=NaNRewardCartPole-v0",
+        "total_timesteps=20480",
+        "checkpoint_interval_s=0",
+    )
     # 32 steps per env per update: each env's 601st step, the first NaN, falls in update 18 (steps 577-608)
     with pytest.raises(NonFiniteError, match=r"non-finite reward \(nan\) in update 18 "):
         train(cfg, tmp_path)
@@ -108,8 +115,10 @@ def test_nan_reward_stops_the_run_and_keeps_the_last_good_checkpoint(compose_cfg
 
 
 def test_nan_reward_from_the_command_line_exits_non_zero(tmp_path):
-    code = ("import sys, tests.conftest; from algos.cli import main; "
-            f"sys.argv = ['algos', 'env.id=NaNRewardCartPole-v0', 'hydra.run.dir={tmp_path}']; main()")
+    code = (
+        "import sys, tests.conftest; from algos.cli import main; "
+        f"sys.argv = ['algos', 'env.id=NaNRewardCartPole-v0', 'hydra.run.dir={tmp_path}']; main()"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 3
     assert "tokengym: stopped: the environment returned a non-finite reward (nan)" in out.stderr

@@ -12,21 +12,41 @@ from torch.utils.tensorboard import SummaryWriter
 from benchmarks import report, stats
 
 
-def write_run(folder, algo="ppo_clip", env="CartPole-v1", seed=0, final=None, episodes=(), extra_tags=(),
-              status=None, overrides=()):
+def write_run(
+    folder,
+    algo="ppo_clip",
+    env="CartPole-v1",
+    seed=0,
+    final=None,
+    episodes=(),
+    extra_tags=(),
+    status=None,
+    overrides=(),
+):
     """A run folder as a sweep leaves it: .hydra/, and for a finished run summary.json and events."""
     (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"algo": {"name": algo}, "env": {"id": env},
-                                                                   "seed": seed}))
+    (folder / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"algo": {"name": algo}, "env": {"id": env}, "seed": seed})
+    )
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}", *overrides]))
     if status is not None:
         (folder / "job_status.txt").write_text(status + "\n")
     if final is None:
         return folder
     steps = episodes[-1][0] if episodes else 1000
-    (folder / "summary.json").write_text(json.dumps({
-        "algo": algo, "env": env, "seed": seed, "total_env_steps": steps, "wall_clock_s": 10.0 + seed,
-        "steps_per_second": 1000.0, "eval": {"mean": final}}))
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "algo": algo,
+                "env": env,
+                "seed": seed,
+                "total_env_steps": steps,
+                "wall_clock_s": 10.0 + seed,
+                "steps_per_second": 1000.0,
+                "eval": {"mean": final},
+            }
+        )
+    )
     writer = SummaryWriter(str(folder))
     for step, value in episodes:
         writer.add_scalar("charts/episodic_return", value, step)
@@ -54,7 +74,8 @@ def test_iqm_and_bootstrap_cis_agree_with_rliable():
 
     scores = np.random.default_rng(1).normal(size=(5, 3)) + np.array([0.0, 1.0, 2.0])  # runs x tasks
     point, interval = rly.get_interval_estimates(
-        {"x": scores}, lambda m: np.array([metrics.aggregate_iqm(m), metrics.aggregate_mean(m)]), reps=5_000)
+        {"x": scores}, lambda m: np.array([metrics.aggregate_iqm(m), metrics.aggregate_mean(m)]), reps=5_000
+    )
     per_task = [scores[:, j] for j in range(scores.shape[1])]
     assert stats.iqm(scores.reshape(-1)) == pytest.approx(point["x"][0], abs=1e-12)
     assert stats.iqm(scores.reshape(-1)) == pytest.approx(np.sort(scores.reshape(-1))[3:12].mean())  # 15 -> 9
@@ -104,14 +125,19 @@ def test_known_runs_give_known_table_aggregate_and_curves(tmp_path):
     assert (int(row["runs"]), int(row["failed"])) == (3, 1)
     assert float(row["final_return_mean"]) == pytest.approx(450.0)
     assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx(
-        stats.stratified_bootstrap_ci([np.array(finals["CartPole-v1"])], stats.mean))
+        stats.stratified_bootstrap_ci([np.array(finals["CartPole-v1"])], stats.mean)
+    )
     assert float(row["steps_to_threshold_median"]) == 35_000 and row["reached"] == "3/3"  # 30k, 35k, 40k
     assert float(row["end_training_return_mean"]) == pytest.approx(250.0)  # all 40 episodes: 300, 250, 200
     assert float(row["wall_time_s"]) == pytest.approx(11.0)
 
-    normalised = np.concatenate([(np.array(v) - report.random_policy_return(e)) /
-                                 (report.reward_threshold(e) - report.random_policy_return(e))
-                                 for e, v in finals.items()])
+    normalised = np.concatenate(
+        [
+            (np.array(v) - report.random_policy_return(e))
+            / (report.reward_threshold(e) - report.random_policy_return(e))
+            for e, v in finals.items()
+        ]
+    )
     aggregate = read_csv(tmp_path / "out" / "aggregate.csv")["ppo_clip"]
     assert float(aggregate["iqm"]) == pytest.approx(np.sort(normalised)[1:5].mean())  # 6 scores: the middle 4
     assert float(aggregate["mean"]) == pytest.approx(normalised.mean())
@@ -134,7 +160,7 @@ def test_bad_runs_are_listed_and_the_good_ones_still_reported(tmp_path, capsys):
     write_run(sweep / "failed", seed=3, status="failed: ValueError: Seed must be between 0 and 2**32 - 1")
     write_run(sweep / "killed", seed=4, status="running")
     write_run(sweep / "a2c", algo="a2c", seed=0, final=300.0, episodes=good)
-    (write_run(sweep / "bad-summary", seed=5, final=500.0, episodes=good) / "summary.json").write_text("{\"algo\"")
+    (write_run(sweep / "bad-summary", seed=5, final=500.0, episodes=good) / "summary.json").write_text('{"algo"')
     next(garbage.glob("events.*")).write_bytes(b"not an events file" * 20)
     events = next(truncated.glob("events.*"))
     events.write_bytes(events.read_bytes()[: events.stat().st_size // 2])
@@ -155,8 +181,13 @@ def test_bad_runs_are_listed_and_the_good_ones_still_reported(tmp_path, capsys):
 
 def test_settings_that_differ_get_their_own_rows(tmp_path):
     for seed, lr in itertools.product((0, 1), ("0.001", "0.0003")):
-        write_run(tmp_path / f"lr{lr}-{seed}", seed=seed, final=100.0 * seed + float(lr) * 1e5,
-                  episodes=switch_episodes(5), overrides=[f"algo.learning_rate={lr}"])
+        write_run(
+            tmp_path / f"lr{lr}-{seed}",
+            seed=seed,
+            final=100.0 * seed + float(lr) * 1e5,
+            episodes=switch_episodes(5),
+            overrides=[f"algo.learning_rate={lr}"],
+        )
     assert report.main([str(tmp_path)]) == 0
     rows = read_csv(tmp_path / "report" / "cartpole-v1.csv")
     assert set(rows) == {"ppo_clip algo.learning_rate=0.001", "ppo_clip algo.learning_rate=0.0003"}

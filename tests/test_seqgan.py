@@ -17,9 +17,19 @@ from envs.sequences import BleuReferences, LSTMLanguageModel, distinct_n, genera
 
 REPO = Path(__file__).resolve().parent.parent
 ORACLE = REPO.parent / "shared" / "data" / "seqgan-oracle" / "target_params.npz"
-TINY = ["algo=seqgan", "env=seqgan_oracle", "env.num_eval=256", "algo.batch_size=32",
-        "algo.dis_filter_sizes=[2,3]", "algo.dis_num_filters=[8,8]", "algo.rollout_num=2", "algo.eval_every=1",
-        "algo.num_negatives=64", "checkpoint_interval_s=0", "torch_threads=1"]
+TINY = [
+    "algo=seqgan",
+    "env=seqgan_oracle",
+    "env.num_eval=256",
+    "algo.batch_size=32",
+    "algo.dis_filter_sizes=[2,3]",
+    "algo.dis_num_filters=[8,8]",
+    "algo.rollout_num=2",
+    "algo.eval_every=1",
+    "algo.num_negatives=64",
+    "checkpoint_interval_s=0",
+    "torch_threads=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +68,14 @@ def test_oracle_matches_the_shipped_real_data_figure(oracle):
     assert token_nll(oracle, real).mean().item() == pytest.approx(5.758, abs=0.002)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda a: a.pop("Wo"), "lacks Wo"),
-    (lambda a: a.update(bi=np.zeros((32, 32), np.float32)), "bi has shape (32, 32)"),
-    (lambda a: a.update(Ui=np.zeros((16, 16), np.float32)), "disagrees with H=32"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda a: a.pop("Wo"), "lacks Wo"),
+        (lambda a: a.update(bi=np.zeros((32, 32), np.float32)), "bi has shape (32, 32)"),
+        (lambda a: a.update(Ui=np.zeros((16, 16), np.float32)), "disagrees with H=32"),
+    ],
+)
 def test_a_malformed_oracle_names_the_expected_layout(tmp_path, damage, message):
     arrays = {k: v for k, v in np.load(ORACLE).items() if k != "param_order"}
     damage(arrays)
@@ -75,8 +88,20 @@ def test_a_malformed_oracle_names_the_expected_layout(tmp_path, damage, message)
 def test_a_missing_or_unreadable_oracle_file_is_a_clear_error_from_the_command_line(tmp_path):
     (tmp_path / "junk.npz").write_text("not a zip")
     for path, message in [(tmp_path / "none.npz", "not found"), (tmp_path / "junk.npz", "not a readable npz")]:
-        out = subprocess.run([sys.executable, "-m", "algos", *TINY, "env.num_real=256", f"env.oracle_path={path}",
-                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "algos",
+                *TINY,
+                "env.num_real=256",
+                f"env.oracle_path={path}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 2, out.stderr[-2000:]
         assert message in out.stderr and "g_embeddings VxE" in out.stderr
 
@@ -111,16 +136,16 @@ def test_the_rollout_copy_is_untouched_by_the_generator_step_and_moves_by_the_up
     before = {k: v.clone() for k, v in rollout.state_dict().items()}
     hp = seqgan.Hyperparameters(dis_filter_sizes=[1], dis_num_filters=[4])
     samples = generator.complete(torch.empty(8, 0, dtype=torch.long), 6)
-    seqgan.generator_step(generator, torch.optim.Adam(generator.parameters(), lr=0.01), samples,
-                          torch.rand(8, 6), hp)
+    seqgan.generator_step(generator, torch.optim.Adam(generator.parameters(), lr=0.01), samples, torch.rand(8, 6), hp)
     assert all(torch.equal(before[k], v) for k, v in rollout.state_dict().items())
     theta = dict(generator.named_parameters())
     assert not torch.equal(before["lstm.weight_hh_l0"], theta["lstm.weight_hh_l0"])
 
     seqgan.update_rollout_policy(rollout, generator, rate=0.8)
     beta = dict(rollout.named_parameters())
-    torch.testing.assert_close(beta["lstm.weight_hh_l0"],
-                               0.8 * before["lstm.weight_hh_l0"] + 0.2 * theta["lstm.weight_hh_l0"])
+    torch.testing.assert_close(
+        beta["lstm.weight_hh_l0"], 0.8 * before["lstm.weight_hh_l0"] + 0.2 * theta["lstm.weight_hh_l0"]
+    )
     assert torch.equal(beta["embedding.weight"], theta["embedding.weight"])  # copied outright, as the authors
 
 
@@ -155,8 +180,9 @@ def test_bleu_and_diversity_on_hand_computed_cases():
 
 
 def test_a_short_seqgan_run_lowers_nll_oracle(compose_cfg, tmp_path):
-    cfg = compose_cfg(*TINY, "env.num_real=1024", "algo.pretrain_epochs=3", "algo.dis_pretrain_rounds=1",
-                      "algo.adversarial_epochs=2")
+    cfg = compose_cfg(
+        *TINY, "env.num_real=1024", "algo.pretrain_epochs=3", "algo.dis_pretrain_rounds=1", "algo.adversarial_epochs=2"
+    )
     summary = seqgan.train(cfg, tmp_path)
     history = summary["history"]
     assert [h["phase"] for h in history] == ["initial", "mle", "mle", "mle", "adversarial", "adversarial"]
@@ -166,7 +192,13 @@ def test_a_short_seqgan_run_lowers_nll_oracle(compose_cfg, tmp_path):
 
 
 def test_a_stopped_seqgan_run_resumes_to_the_same_generator(compose_cfg, tmp_path, monkeypatch):
-    overrides = [*TINY, "env.num_real=256", "algo.pretrain_epochs=2", "algo.dis_pretrain_rounds=1", "algo.adversarial_epochs=2"]
+    overrides = [
+        *TINY,
+        "env.num_real=256",
+        "algo.pretrain_epochs=2",
+        "algo.dis_pretrain_rounds=1",
+        "algo.adversarial_epochs=2",
+    ]
     seqgan.train(compose_cfg(*overrides), tmp_path / "ref")
 
     real_round = seqgan.discriminator_round
@@ -191,13 +223,22 @@ def test_a_stopped_seqgan_run_resumes_to_the_same_generator(compose_cfg, tmp_pat
 def test_adversarial_training_can_start_from_another_runs_pretraining(compose_cfg, tmp_path):
     pre = [*TINY, "env.num_real=256", "algo.pretrain_epochs=2", "algo.dis_pretrain_rounds=1"]
     pretrained = seqgan.train(compose_cfg(*pre, "algo.adversarial_epochs=0"), tmp_path / "pre")
-    variant = seqgan.train(compose_cfg(*pre, "algo.adversarial_epochs=1", "algo.generator_update=ppo",
-                                       "algo.baseline=true", f"algo.init_from={tmp_path / 'pre'}"), tmp_path / "ppo")
-    assert variant["history"][:len(pretrained["history"])] == pretrained["history"]
+    variant = seqgan.train(
+        compose_cfg(
+            *pre,
+            "algo.adversarial_epochs=1",
+            "algo.generator_update=ppo",
+            "algo.baseline=true",
+            f"algo.init_from={tmp_path / 'pre'}",
+        ),
+        tmp_path / "ppo",
+    )
+    assert variant["history"][: len(pretrained["history"])] == pretrained["history"]
     assert variant["history"][-1]["phase"] == "adversarial"
     with pytest.raises(ConfigError, match="not at the end of pre-training"):
-        seqgan.train(compose_cfg(*pre, "algo.adversarial_epochs=1", f"algo.init_from={tmp_path / 'ppo'}"),
-                     tmp_path / "again")
+        seqgan.train(
+            compose_cfg(*pre, "algo.adversarial_epochs=1", f"algo.init_from={tmp_path / 'ppo'}"), tmp_path / "again"
+        )
 
 
 def test_seqgan_needs_whole_sequence_data(compose_cfg, tmp_path):
@@ -205,7 +246,7 @@ def test_seqgan_needs_whole_sequence_data(compose_cfg, tmp_path):
         seqgan.train(compose_cfg("algo=seqgan", "env=cartpole"), tmp_path)
 
 
-TASK_WITH_CORPUS = '''
+TASK_WITH_CORPUS = """
 from envs.text.tasks import TextTask
 
 SENTENCES = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie !",
@@ -215,17 +256,29 @@ SENTENCES = ["the movie was great fun", "a dull and boring film", "i think it is
 def make_task(env_cfg):
     return TextTask(name="reviews", prompts=["the movie"], reward=lambda p, c: 0.0, corpus=SENTENCES,
                     heldout_corpus=["the film was fun", "a boring movie"])
-'''
+"""
 
 
 @pytest.mark.parametrize("generator", ["lstm", "transformer"])
 def test_seqgan_trains_on_a_text_tasks_corpus_and_reports_bleu(generator, tiny_lm, compose_cfg, tmp_path):
     (tmp_path / "reviews.py").write_text(TASK_WITH_CORPUS)
-    cfg = compose_cfg("algo=seqgan", "env=text", f"env.task={tmp_path / 'reviews.py'}:make_task",
-                      f"env.policy_model={tiny_lm}", "env.max_prompt_tokens=6", "env.max_new_tokens=6",
-                      f"algo.generator={generator}", "algo.pretrain_epochs=2", "algo.dis_pretrain_rounds=1",
-                      "algo.adversarial_epochs=1", "algo.batch_size=8", "algo.dis_filter_sizes=[2,3]",
-                      "algo.dis_num_filters=[4,4]", "algo.rollout_num=2", "algo.eval_every=1")
+    cfg = compose_cfg(
+        "algo=seqgan",
+        "env=text",
+        f"env.task={tmp_path / 'reviews.py'}:make_task",
+        f"env.policy_model={tiny_lm}",
+        "env.max_prompt_tokens=6",
+        "env.max_new_tokens=6",
+        f"algo.generator={generator}",
+        "algo.pretrain_epochs=2",
+        "algo.dis_pretrain_rounds=1",
+        "algo.adversarial_epochs=1",
+        "algo.batch_size=8",
+        "algo.dis_filter_sizes=[2,3]",
+        "algo.dis_num_filters=[4,4]",
+        "algo.rollout_num=2",
+        "algo.eval_every=1",
+    )
     summary = seqgan.train(cfg, tmp_path / "run")
     final = summary["final"]
     assert summary["eval"]["metric"] == "bleu4" and 0 <= final["bleu4"] <= 1
@@ -237,9 +290,17 @@ def test_the_transformer_generator_of_a_text_task_starts_from_its_pretrained_lm(
 
     from envs.sequences import SequenceTask
 
-    task = SequenceTask(name="t", real=torch.zeros(2, 4, dtype=torch.long), vocab_size=300, start_token=0,
-                        metrics=dict, headline="bleu4", lower_is_better=False, num_eval=2,
-                        pretrained_generator=str(tiny_lm))
+    task = SequenceTask(
+        name="t",
+        real=torch.zeros(2, 4, dtype=torch.long),
+        vocab_size=300,
+        start_token=0,
+        metrics=dict,
+        headline="bleu4",
+        lower_is_better=False,
+        num_eval=2,
+        pretrained_generator=str(tiny_lm),
+    )
     generator = seqgan.make_generator(task, seqgan.Hyperparameters(generator="transformer"))
     saved = GPT2LMHeadModel.from_pretrained(tiny_lm).state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in generator.model.state_dict().items())

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from algos.rollout import KLController, Rollout
 from core.agent import AgentContract, PretrainingAgent
@@ -79,16 +80,24 @@ def test_built_in_tasks_are_a_table_imported_only_when_named():
 
 def test_reading_the_text_settings_and_tasks_loads_no_model_code():
     """The settings are checked before any run starts; transformers takes seconds to import."""
-    code = ("import sys, envs.text.env, envs.text.tasks, envs.text.pipeline.settings; "
-            "assert 'transformers' not in sys.modules and 'envs.text.sentiment' not in sys.modules")
+    code = (
+        "import sys, envs.text.env, envs.text.tasks, envs.text.pipeline.settings; "
+        "assert 'transformers' not in sys.modules and 'envs.text.sentiment' not in sys.modules"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_single_env_passes_gymnasiums_checker(lm_and_tokenizer):
     model, tokenizer = lm_and_tokenizer
-    env = gym.make("tokengym/Text-v0", task=length_task(), tokenizer=tokenizer, max_prompt_tokens=8,
-                   max_new_tokens=5, reference=model)
+    env = gym.make(
+        "tokengym/Text-v0",
+        task=length_task(),
+        tokenizer=tokenizer,
+        max_prompt_tokens=8,
+        max_new_tokens=5,
+        reference=model,
+    )
     check_env(env.unwrapped, skip_render_check=True)
 
 
@@ -113,13 +122,16 @@ def test_eos_terminates_the_limit_truncates_and_reward_comes_only_at_the_end(lm_
 
 def test_vector_env_autoresets_and_reports_reference_logprobs(lm_and_tokenizer):
     model, tokenizer = lm_and_tokenizer
-    envs = TokenVectorEnv(length_task(), tokenizer, num_envs=4, max_prompt_tokens=8, max_new_tokens=2,
-                          reference=model)
+    envs = TokenVectorEnv(length_task(), tokenizer, num_envs=4, max_prompt_tokens=8, max_new_tokens=2, reference=model)
     obs, _ = envs.reset(seed=0)
     actions = np.full(4, tokenizer(" a", add_special_tokens=False)["input_ids"][0])
     with torch.no_grad():  # the reference log-prob of each row, one prefix at a time
-        expected = [torch.log_softmax(model(input_ids=torch.as_tensor(row[row != PAD])[None]).logits[0, -1], -1)
-                    [actions[0]].item() for row in obs]
+        expected = [
+            torch.log_softmax(model(input_ids=torch.as_tensor(row[row != PAD])[None]).logits[0, -1], -1)[
+                actions[0]
+            ].item()
+            for row in obs
+        ]
     _, _, _, _, info = envs.step(actions)
     np.testing.assert_allclose(info[REF_LOGPROB], expected, rtol=1e-5, atol=1e-6)
     next_obs, rewards, terminated, truncated, info = envs.step(actions)
@@ -140,15 +152,18 @@ def test_kl_penalty_sign_and_size_on_a_hand_made_case(tiny_lm, lm_and_tokenizer)
             p.add_(0.5 * torch.randn_like(p))
         agent.value_head.weight.zero_()
         agent.value_head.bias.zero_()
-    envs = TokenVectorEnv(length_task(), tokenizer, num_envs=1, max_prompt_tokens=8, max_new_tokens=3,
-                          reference=reference)
+    envs = TokenVectorEnv(
+        length_task(), tokenizer, num_envs=1, max_prompt_tokens=8, max_new_tokens=3, reference=reference
+    )
     rollout = Rollout(envs, agent, num_steps=3, gamma=1.0, seed=0, kl=KLController(KLPenalty(0.5, None, 1000)))
     batch = rollout.collect(gae_lambda=1.0)
     [sequence_kl] = rollout.episode_metrics[KL_TAG]
     ours = batch.logprobs.numpy()
     with torch.no_grad():
-        theirs = [torch.log_softmax(reference(input_ids=torch.as_tensor(o[o != PAD])[None]).logits[0, -1], -1)
-                  [a].item() for o, a in zip(batch.obs.numpy(), batch.actions.numpy())]
+        theirs = [
+            torch.log_softmax(reference(input_ids=torch.as_tensor(o[o != PAD])[None]).logits[0, -1], -1)[a].item()
+            for o, a in zip(batch.obs.numpy(), batch.actions.numpy())
+        ]
     episode_length = rollout.finished_episodes[0][2]
     assert sequence_kl == pytest.approx(float(np.sum(ours[:episode_length] - theirs[:episode_length])), abs=1e-5)
     score = rollout.finished_episodes[0][1]
@@ -181,18 +196,34 @@ def test_per_token_samples_evaluated_together_match_each_prefix_alone(tiny_lm, l
     actions = torch.as_tensor(rng.integers(0, len(tokenizer), size=len(obs)))
     logprob, entropy, value = agent.evaluate(obs, actions)
     for k in range(len(obs)):
-        alone = agent.evaluate(obs[k: k + 1], actions[k: k + 1])
-        torch.testing.assert_close((logprob[k], entropy[k], value[k]), tuple(x[0] for x in alone),
-                                   rtol=1e-4, atol=1e-5)
+        alone = agent.evaluate(obs[k : k + 1], actions[k : k + 1])
+        torch.testing.assert_close((logprob[k], entropy[k], value[k]), tuple(x[0] for x in alone), rtol=1e-4, atol=1e-5)
 
 
 def test_ppo_raises_a_programmatic_reward_on_a_tiny_model(tiny_lm, tmp_path):
     """The README's plug-in example, run as a user would: PPO-clip must raise the reward."""
-    out = subprocess.run([sys.executable, "-m", "algos", "algo=ppo_clip", "env=text",
-                          "env.task=examples/terse_task.py:make_task", f"env.policy_model={tiny_lm}",
-                          "env.max_new_tokens=6", "env.max_prompt_tokens=8", "algo.learning_rate=3e-3",
-                          "algo.num_steps=16", "total_timesteps=8192", "eval_episodes=16", f"hydra.run.dir={tmp_path}"],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "algos",
+            "algo=ppo_clip",
+            "env=text",
+            "env.task=examples/terse_task.py:make_task",
+            f"env.policy_model={tiny_lm}",
+            "env.max_new_tokens=6",
+            "env.max_prompt_tokens=8",
+            "algo.learning_rate=3e-3",
+            "algo.num_steps=16",
+            "total_timesteps=8192",
+            "eval_episodes=16",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -204,23 +235,35 @@ def test_ppo_raises_a_programmatic_reward_on_a_tiny_model(tiny_lm, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["env"] == "tokengym/Text-v0"
 
 
-@pytest.mark.parametrize("task, message", [
-    (TextTask(name="none", prompts=[], reward=lambda p, c: 0.0), "task 'none' has no prompts"),
-    (TextTask(name="long", prompts=["word " * 40], reward=lambda p, c: 0.0), "more than env.max_prompt_tokens=8"),
-])
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        (TextTask(name="none", prompts=[], reward=lambda p, c: 0.0), "task 'none' has no prompts"),
+        (TextTask(name="long", prompts=["word " * 40], reward=lambda p, c: 0.0), "more than env.max_prompt_tokens=8"),
+    ],
+)
 def test_bad_prompts_are_refused_at_start(task, message, lm_and_tokenizer):
     with pytest.raises(ConfigError, match=message):
         TokenVectorEnv(task, lm_and_tokenizer[1], num_envs=2, max_prompt_tokens=8, max_new_tokens=2)
 
 
-@pytest.mark.parametrize("reward, error, message", [
-    (lambda p, c: 1 / 0, ConfigError, "the reward of task 'bad' raised ZeroDivisionError"),
-    (lambda p, c: float("nan"), NonFiniteError, "the reward of task 'bad' returned nan for prompt"),
-])
-def test_a_reward_function_that_raises_or_returns_nan_stops_with_a_clear_error(reward, error, message,
-                                                                               lm_and_tokenizer):
-    envs = TokenVectorEnv(TextTask(name="bad", prompts=PROMPTS, reward=reward), lm_and_tokenizer[1], num_envs=2,
-                          max_prompt_tokens=8, max_new_tokens=1)
+@pytest.mark.parametrize(
+    "reward, error, message",
+    [
+        (lambda p, c: 1 / 0, ConfigError, "the reward of task 'bad' raised ZeroDivisionError"),
+        (lambda p, c: float("nan"), NonFiniteError, "the reward of task 'bad' returned nan for prompt"),
+    ],
+)
+def test_a_reward_function_that_raises_or_returns_nan_stops_with_a_clear_error(
+    reward, error, message, lm_and_tokenizer
+):
+    envs = TokenVectorEnv(
+        TextTask(name="bad", prompts=PROMPTS, reward=reward),
+        lm_and_tokenizer[1],
+        num_envs=2,
+        max_prompt_tokens=8,
+        max_new_tokens=1,
+    )
     envs.reset(seed=0)
     with pytest.raises(error, match=message):
         envs.step(np.array([5, 6]))
@@ -228,22 +271,41 @@ def test_a_reward_function_that_raises_or_returns_nan_stops_with_a_clear_error(r
 
 def test_missing_model_folder_and_unknown_task_are_clear_errors(tiny_lm, tmp_path):
     terse = "env.task=examples/terse_task.py:make_task"
-    for args, message in [(["env.task=nonexistent"], "env.task='nonexistent' is not a registered task"),
-                          ([terse, f"env.policy_model={tmp_path}/nope"], f"there is no folder {tmp_path}/nope"),
-                          ([terse, f"env.policy_model={tiny_lm}", "env.value_model=reward_model"],
-                           "task 'terse' has no learned reward model")]:
-        out = subprocess.run([sys.executable, "-m", "algos", "env=text", *args, f"hydra.run.dir={tmp_path}/run"],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    for args, message in [
+        (["env.task=nonexistent"], "env.task='nonexistent' is not a registered task"),
+        ([terse, f"env.policy_model={tmp_path}/nope"], f"there is no folder {tmp_path}/nope"),
+        (
+            [terse, f"env.policy_model={tiny_lm}", "env.value_model=reward_model"],
+            "task 'terse' has no learned reward model",
+        ),
+    ]:
+        out = subprocess.run(
+            [sys.executable, "-m", "algos", "env=text", *args, f"hydra.run.dir={tmp_path}/run"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
 
 
 def test_a_text_run_stopped_halfway_resumes_to_the_same_result(tiny_lm, compose_cfg, tmp_path):
     from tests.test_learning import train
 
-    overrides = ["algo=ppo_clip", "env=text", "env.task=examples/terse_task.py:make_task",
-                 f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4", "env.max_prompt_tokens=8",
-                 "env.kl_target=1.0", "algo.num_steps=16", "algo.anneal_lr=false", "checkpoint_interval_s=0",
-                 "eval_episodes=4"]
+    overrides = [
+        "algo=ppo_clip",
+        "env=text",
+        "env.task=examples/terse_task.py:make_task",
+        f"env.policy_model={tiny_lm}",
+        "env.num_envs=4",
+        "env.max_new_tokens=4",
+        "env.max_prompt_tokens=8",
+        "env.kl_target=1.0",
+        "algo.num_steps=16",
+        "algo.anneal_lr=false",
+        "checkpoint_interval_s=0",
+        "eval_episodes=4",
+    ]
     reference = train(compose_cfg(*overrides, "total_timesteps=256"), tmp_path / "ref")
     train(compose_cfg(*overrides, "total_timesteps=128"), tmp_path / "run")
     (tmp_path / "run" / "summary.json").unlink()
@@ -252,7 +314,6 @@ def test_a_text_run_stopped_halfway_resumes_to_the_same_result(tiny_lm, compose_
     states = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("ref", "run")]
     assert all(torch.equal(states[0]["agent"][k], states[1]["agent"][k]) for k in states[0]["agent"])
     assert states[0]["rollout"]["kl_beta"] == states[1]["rollout"]["kl_beta"] != 0.05  # the adaptive beta moved
-
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -295,14 +356,16 @@ def tiny_classifier(tiny_lm, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("separate_critic", [False, True])
-def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(separate_critic, tiny_lm, tiny_classifier,
-                                                                         lm_and_tokenizer):
+def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(
+    separate_critic, tiny_lm, tiny_classifier, lm_and_tokenizer
+):
     """Rows of different prompt lengths, restarting at different steps, through the cache; every step's
     log-probability and value (from the policy's head, or from a critic with its own cache) must equal a fresh
     forward over the same observation."""
     _, tokenizer = lm_and_tokenizer
-    agent = TextAgent.from_pretrained(str(tiny_lm), len(tokenizer),
-                                      value_model=str(tiny_classifier) if separate_critic else None)
+    agent = TextAgent.from_pretrained(
+        str(tiny_lm), len(tokenizer), value_model=str(tiny_classifier) if separate_critic else None
+    )
     if not separate_critic:
         with torch.no_grad():
             agent.value_head.weight.normal_()
@@ -349,11 +412,22 @@ def test_evaluation_reports_the_policy_beside_best_of_n(tiny_lm, tiny_classifier
     from envs.text.evaluate import distinct_n, evaluate_run
     from tests.test_learning import train
 
-    train(compose_cfg("algo=ppo_clip", "env=text", "env.task=examples/terse_task.py:make_task",
-                      f"env.policy_model={tiny_lm}", f"env.value_model={tiny_classifier}", "env.num_envs=4",
-                      "env.max_new_tokens=4", "env.max_prompt_tokens=8", "algo.num_steps=16", "total_timesteps=64",
-                      "eval_episodes=2"),
-          tmp_path)
+    train(
+        compose_cfg(
+            "algo=ppo_clip",
+            "env=text",
+            "env.task=examples/terse_task.py:make_task",
+            f"env.policy_model={tiny_lm}",
+            f"env.value_model={tiny_classifier}",
+            "env.num_envs=4",
+            "env.max_new_tokens=4",
+            "env.max_prompt_tokens=8",
+            "algo.num_steps=16",
+            "total_timesteps=64",
+            "eval_episodes=2",
+        ),
+        tmp_path,
+    )
     text = evaluate_run(tmp_path, num_prompts=8, best_of=[1, 4], seed=0)
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"policy", "policy (this run)", "best-of-1 (reference)", "best-of-4 (reference)"}
@@ -405,18 +479,31 @@ def test_ppo_ptx_mixes_the_pretraining_loss_into_the_update(tiny_lm, compose_cfg
         "from envs.text.tasks import TextTask\n"
         "def make_task(settings):\n"
         "    return TextTask(name='t', prompts=['the movie'], reward=lambda p, c: 0.0,\n"
-        "                    corpus=['the movie was great fun', 'a dull and boring film'])\n")
-    overrides = ["algo=ppo_clip", "env=text", f"env.task={tmp_path / 'task.py'}:make_task",
-                 f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4", "env.max_prompt_tokens=8",
-                 "algo.num_steps=16", "total_timesteps=128", "eval_episodes=2", "algo.learning_rate=1e-2"]
+        "                    corpus=['the movie was great fun', 'a dull and boring film'])\n"
+    )
+    overrides = [
+        "algo=ppo_clip",
+        "env=text",
+        f"env.task={tmp_path / 'task.py'}:make_task",
+        f"env.policy_model={tiny_lm}",
+        "env.num_envs=4",
+        "env.max_new_tokens=4",
+        "env.max_prompt_tokens=8",
+        "algo.num_steps=16",
+        "total_timesteps=128",
+        "eval_episodes=2",
+        "algo.learning_rate=1e-2",
+    ]
     train(compose_cfg(*overrides, "algo.ptx_coef=1.0", "algo.ptx_batch_size=2"), tmp_path / "ptx")
     events = EventAccumulator(str(tmp_path / "ptx"))
     events.Reload()
     ptx = [e.value for e in events.Scalars("losses/ptx_loss")]
     assert len(ptx) == 2 and ptx[-1] < ptx[0]  # the corpus likelihood is trained, not just measured
     with pytest.raises(ConfigError, match="needs an agent with pre-training data"):
-        train(compose_cfg("algo=ppo_clip", "env=cartpole", "algo.ptx_coef=0.5", "total_timesteps=512"),
-              tmp_path / "cartpole")
+        train(
+            compose_cfg("algo=ppo_clip", "env=cartpole", "algo.ptx_coef=0.5", "total_timesteps=512"),
+            tmp_path / "cartpole",
+        )
 
 
 @pytest.mark.parametrize("algo", ["trpo", "pg", "a2c", "ppo_penalty"])
@@ -424,8 +511,19 @@ def test_every_algorithm_runs_on_the_text_env(algo, tiny_lm, compose_cfg, tmp_pa
     """TRPO's Fisher-vector products need a double backward through the transformer's attention."""
     from tests.test_learning import train
 
-    summary = train(compose_cfg(f"algo={algo}", "env=text", "env.task=examples/terse_task.py:make_task",
-                                f"env.policy_model={tiny_lm}", "env.num_envs=4", "env.max_new_tokens=4",
-                                "env.max_prompt_tokens=8", "algo.num_steps=8", "total_timesteps=64",
-                                "eval_episodes=2"), tmp_path)
+    summary = train(
+        compose_cfg(
+            f"algo={algo}",
+            "env=text",
+            "env.task=examples/terse_task.py:make_task",
+            f"env.policy_model={tiny_lm}",
+            "env.num_envs=4",
+            "env.max_new_tokens=4",
+            "env.max_prompt_tokens=8",
+            "algo.num_steps=8",
+            "total_timesteps=64",
+            "eval_episodes=2",
+        ),
+        tmp_path,
+    )
     assert summary["total_env_steps"] == 64

@@ -14,17 +14,40 @@ from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClas
 
 from core.errors import ConfigError
 from envs.text.loading import load_causal_lm, load_report_silenced, load_reward_model, require_same_vocabulary
-from envs.text.pipeline.base_lm import (build_language_model, encode_sentences, heldout_perplexity,
-                                        sample_continuations, train_language_model, train_tokenizer)
+from envs.text.pipeline.base_lm import (
+    build_language_model,
+    encode_sentences,
+    heldout_perplexity,
+    sample_continuations,
+    train_language_model,
+    train_tokenizer,
+)
 from envs.text.pipeline.cache import build_text_models, ensure_text_models
 from envs.text.pipeline.corpus import Sentence, load_corpus, read_sentences
-from envs.text.pipeline.reward_model import (evaluate_ranking, initial_reward_model, make_ranked_groups,
-                                             pairwise_accuracy, ranking_loss, reward_scores, train_reward_model)
+from envs.text.pipeline.reward_model import (
+    evaluate_ranking,
+    initial_reward_model,
+    make_ranked_groups,
+    pairwise_accuracy,
+    ranking_loss,
+    reward_scores,
+    train_reward_model,
+)
 from envs.text.pipeline.settings import settings_from_overrides
 
-TINY = ["vocab_size=300", "context_length=32", "n_layer=1", "n_embd=32", "n_head=2", "lm_batch_size=16",
-        "lm_learning_rate=3e-3", "prompt_words=3", "rm_batch_prompts=8", "rm_learning_rate=1e-3",
-        "torch_threads=1"]
+TINY = [
+    "vocab_size=300",
+    "context_length=32",
+    "n_layer=1",
+    "n_embd=32",
+    "n_head=2",
+    "lm_batch_size=16",
+    "lm_learning_rate=3e-3",
+    "prompt_words=3",
+    "rm_batch_prompts=8",
+    "rm_learning_rate=1e-3",
+    "torch_threads=1",
+]
 
 GOOD = ["great", "wonderful", "moving", "funny", "charming", "brilliant"]
 BAD = ["awful", "boring", "dull", "tedious", "clumsy", "lifeless"]
@@ -59,8 +82,9 @@ def tiny_settings():
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_settings):
-    return train_tokenizer([s.text for s in toy_reviews(400, seed=0)], tiny_settings.vocab_size,
-                           tiny_settings.context_length)
+    return train_tokenizer(
+        [s.text for s in toy_reviews(400, seed=0)], tiny_settings.vocab_size, tiny_settings.context_length
+    )
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +160,8 @@ def test_classifier_with_several_labels_needs_the_reward_label_named(tiny_lm, to
     tokenizer.save_pretrained(tmp_path)
     with load_report_silenced():  # the two-label head is new
         clf = AutoModelForSequenceClassification.from_pretrained(
-            tmp_path, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+            tmp_path, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}
+        )
     clf.save_pretrained(tmp_path)
     model, tok = load_reward_model(tmp_path)
     with torch.no_grad():
@@ -155,8 +180,7 @@ class Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_a_new_reward_head_is_reported_by_one_line_of_ours_not_by_transformers_load_report(tiny_lm, tmp_path,
-                                                                                        caplog):
+def test_a_new_reward_head_is_reported_by_one_line_of_ours_not_by_transformers_load_report(tiny_lm, tmp_path, caplog):
     tiny_lm.save_pretrained(tmp_path)
     transformers_log, records = logging.getLogger("transformers.modeling_utils"), Records()
     level = transformers_log.level
@@ -172,7 +196,8 @@ def test_a_new_reward_head_is_reported_by_one_line_of_ours_not_by_transformers_l
     assert records.messages == [] and transformers_log.level == level
     assert [r.getMessage() for r in caplog.records if r.name == "tokengym.text"] == [
         f"reward model: new scalar head score.weight on the trunk of {tmp_path}, randomly initialised; "
-        f"stage 2 trains it"]
+        f"stage 2 trains it"
+    ]
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
@@ -185,8 +210,9 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 def test_vocabulary_mismatch_names_both_sizes(tokenizer, tiny_settings):
     require_same_vocabulary(tokenizer, tokenizer)
     other = train_tokenizer([s.text for s in toy_reviews(400, seed=0)], 280, tiny_settings.context_length)
-    with pytest.raises(ConfigError, match=f"policy tokenizer has {len(tokenizer)} tokens and the reward "
-                                          f"tokenizer {len(other)}"):
+    with pytest.raises(
+        ConfigError, match=f"policy tokenizer has {len(tokenizer)} tokens and the reward tokenizer {len(other)}"
+    ):
         require_same_vocabulary(tokenizer, other)
 
 
@@ -231,8 +257,7 @@ def write_toy_corpus(folder) -> list[str]:
 
 def test_ensure_text_models_builds_once_then_loads_from_the_cache(tmp_path, monkeypatch):
     files = write_toy_corpus(tmp_path)
-    settings = settings_from_overrides([*TINY, f"text_files=[{files[0]},{files[1]}]", "lm_epochs=1",
-                                        "rm_prompts=32"])
+    settings = settings_from_overrides([*TINY, f"text_files=[{files[0]},{files[1]}]", "lm_epochs=1", "rm_prompts=32"])
     paths = ensure_text_models(settings, tmp_path / "cache")
     assert paths.folder.parent == tmp_path / "cache" and paths.metrics["rm_train_groups"] == 32
     model, tok = load_causal_lm(paths.base_lm)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from algos.networks import make_agent
+from algos.ppo_clip import Hyperparameters
 from algos.settings import NetSettings, check_config
 from core.errors import ConfigError
-from algos.ppo_clip import Hyperparameters
 from envs import check_env_settings, make_video_env
 from tests.test_learning import train
 
@@ -25,8 +25,10 @@ def video_frames(path) -> int:
 
 
 def test_a_run_with_capture_video_leaves_an_mp4_of_one_evaluation_episode(compose_cfg, tmp_path):
-    summary = train(compose_cfg("algo=ppo_clip", "env=cartpole", "total_timesteps=2048", "eval_episodes=1",
-                                "capture_video=true"), tmp_path)
+    summary = train(
+        compose_cfg("algo=ppo_clip", "env=cartpole", "total_timesteps=2048", "eval_episodes=1", "capture_video=true"),
+        tmp_path,
+    )
     videos = sorted((tmp_path / "videos").glob("*.mp4"))
     assert [v.name for v in videos] == ["eval-episode-0.mp4"]
     # the greedy policy and the evaluation's first episode start from the same seed: same episode, same length
@@ -45,8 +47,11 @@ def test_an_atari_video_holds_every_emulator_frame_of_one_whole_game(compose_cfg
     rng = np.random.default_rng(0)
     steps = 0
     while True:
-        obs, _, _, _, info = envs.step(rng.integers(0, envs.single_action_space.n, 1) if steps % 2
-                                       else agent.greedy_action(torch.as_tensor(obs)).numpy())
+        obs, _, _, _, info = envs.step(
+            rng.integers(0, envs.single_action_space.n, 1)
+            if steps % 2
+            else agent.greedy_action(torch.as_tensor(obs)).numpy()
+        )
         steps += 1
         if "episode" in info.get("final_info", {}):
             break

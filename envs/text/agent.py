@@ -61,8 +61,14 @@ class IncrementalDecoder:
         if new_rows.any():
             self._splice(obs, lengths, new_rows)
         mask = torch.cat([self.mask, torch.ones(len(obs), 1, dtype=torch.long)], 1)
-        out = self.lm(input_ids=obs[torch.arange(len(obs)), lengths - 1][:, None], attention_mask=mask,
-                      position_ids=(lengths - 1)[:, None], cache=self.cache, use_cache=True, output_hidden_states=True)
+        out = self.lm(
+            input_ids=obs[torch.arange(len(obs)), lengths - 1][:, None],
+            attention_mask=mask,
+            position_ids=(lengths - 1)[:, None],
+            cache=self.cache,
+            use_cache=True,
+            output_hidden_states=True,
+        )
         self.cache, self.mask, self.obs, self.lengths = out.cache, mask, obs.clone(), lengths
         self._drop_empty_columns()
         return out
@@ -82,15 +88,16 @@ class IncrementalDecoder:
         row_mask = torch.zeros(len(rows), width, dtype=torch.long)
         for i, (row, n) in enumerate(zip(rows.tolist(), context.tolist())):
             if n:
-                ids[i, width - n:] = obs[row, :n]
-                row_mask[i, width - n:] = 1
+                ids[i, width - n :] = obs[row, :n]
+                row_mask[i, width - n :] = 1
         if self.cache is None:
             self.cache, self.mask = DynamicCache(), torch.zeros(len(obs), 0, dtype=torch.long)
         if width == 0:  # prompts of one token: nothing to cache, only mask the rows' old entries
             self.mask[rows] = 0
             return
-        fresh = self.lm(input_ids=ids, attention_mask=row_mask, position_ids=(row_mask.cumsum(1) - 1).clamp(min=0),
-                        use_cache=True).cache
+        fresh = self.lm(
+            input_ids=ids, attention_mask=row_mask, position_ids=(row_mask.cumsum(1) - 1).clamp(min=0), use_cache=True
+        ).cache
         grow = max(0, width - self.mask.shape[1])
         self.mask = torch.cat([torch.zeros(len(obs), grow, dtype=torch.long), self.mask], 1)
         total = self.mask.shape[1]
@@ -99,8 +106,10 @@ class IncrementalDecoder:
             self.cache = fresh  # the first splice holds every row
             return
         for layer, new in zip(self.cache.layers, fresh.layers):
-            layer.keys, layer.values = (self._place(old, kv, rows, grow, total) for old, kv in
-                                        ((layer.keys, new.keys), (layer.values, new.values)))
+            layer.keys, layer.values = (
+                self._place(old, kv, rows, grow, total)
+                for old, kv in ((layer.keys, new.keys), (layer.values, new.values))
+            )
 
     @staticmethod
     def _place(old: torch.Tensor, new: torch.Tensor, rows: torch.Tensor, grow: int, total: int) -> torch.Tensor:
@@ -129,10 +138,12 @@ class SequenceCritic(nn.Module):
 
     def __init__(self, classifier: nn.Module):
         super().__init__()
-        require(classifier.config.num_labels == 1 and isinstance(getattr(classifier, "score", None), nn.Linear),
-                f"env.value_model must be a sequence classifier with one label and a linear `score` head (GPT-2 "
-                f"or Llama style, like the project's reward model); {type(classifier).__name__} with "
-                f"{classifier.config.num_labels} labels is not; set env.value_model=null for a head on the policy")
+        require(
+            classifier.config.num_labels == 1 and isinstance(getattr(classifier, "score", None), nn.Linear),
+            f"env.value_model must be a sequence classifier with one label and a linear `score` head (GPT-2 "
+            f"or Llama style, like the project's reward model); {type(classifier).__name__} with "
+            f"{classifier.config.num_labels} labels is not; set env.value_model=null for a head on the policy",
+        )
         self.body, self.head = classifier.base_model, classifier.score
         self.decoder = IncrementalDecoder(self.body)
 
@@ -151,11 +162,20 @@ class TextAgent(nn.Module):
     last hidden state at the observation's last token (a value head on the policy trunk, as in Ziegler et al.),
     or a separate `SequenceCritic` when one is given."""
 
-    def __init__(self, lm: nn.Module, n_actions: int, tokenizer=None, pretraining_texts: list[str] | None = None,
-                 critic: SequenceCritic | None = None):
+    def __init__(
+        self,
+        lm: nn.Module,
+        n_actions: int,
+        tokenizer=None,
+        pretraining_texts: list[str] | None = None,
+        critic: SequenceCritic | None = None,
+    ):
         super().__init__()
-        require(lm.config.vocab_size >= n_actions, f"the policy model's vocabulary ({lm.config.vocab_size}) is "
-                f"smaller than its tokenizer's ({n_actions}); use the tokenizer saved with the model")
+        require(
+            lm.config.vocab_size >= n_actions,
+            f"the policy model's vocabulary ({lm.config.vocab_size}) is "
+            f"smaller than its tokenizer's ({n_actions}); use the tokenizer saved with the model",
+        )
         self.lm, self.n_actions = lm, n_actions
         self.tokenizer, self.pretraining_texts = tokenizer, pretraining_texts or []
         self.critic = critic
@@ -164,8 +184,13 @@ class TextAgent(nn.Module):
         self.lm.eval()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, n_actions: int, pretraining_texts: list[str] | None = None,
-                        value_model: str | None = None) -> "TextAgent":
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        n_actions: int,
+        pretraining_texts: list[str] | None = None,
+        value_model: str | None = None,
+    ) -> TextAgent:
         """`value_model`: a sequence classifier's name or folder to initialise a separate critic from (None: a
         value head on the policy)."""
         from envs.text.loading import load_causal_lm, load_reward_model, require_same_vocabulary
@@ -189,8 +214,11 @@ class TextAgent(nn.Module):
     def pretraining_loss(self, batch_size: int) -> torch.Tensor:
         """Mean next-token negative log-likelihood of `batch_size` random sentences of the task's corpus: the
         pre-training term of PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2: gamma E_x~D_pretrain[log pi(x)])."""
-        require(bool(self.pretraining_ids), "algo.ptx_coef > 0 (PPO-ptx) needs pre-training text: give the task "
-                                            "a corpus (TextTask(..., corpus=[...])), or set algo.ptx_coef=0")
+        require(
+            bool(self.pretraining_ids),
+            "algo.ptx_coef > 0 (PPO-ptx) needs pre-training text: give the task "
+            "a corpus (TextTask(..., corpus=[...])), or set algo.ptx_coef=0",
+        )
         chosen = [self.pretraining_ids[i] for i in torch.randint(len(self.pretraining_ids), (batch_size,)).tolist()]
         width = max(map(len, chosen))
         ids = torch.tensor([s + [0] * (width - len(s)) for s in chosen])
@@ -199,7 +227,7 @@ class TextAgent(nn.Module):
         nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
         return (nll * mask[:, 1:].flatten()).sum() / mask[:, 1:].sum()
 
-    def train(self, mode: bool = True) -> "TextAgent":
+    def train(self, mode: bool = True) -> TextAgent:
         """Dropout stays off: rollouts and updates must see the same policy."""
         super().train(mode)
         self.lm.eval()

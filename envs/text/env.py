@@ -38,8 +38,14 @@ class TokenSequence(gym.spaces.Box):
     model its critic starts from (None: a value head on the policy), and the task's corpus, the agent's
     pre-training text for PPO-ptx."""
 
-    def __init__(self, max_len: int, vocab_size: int, policy_model: str | None = None,
-                 pretraining_texts: list[str] | None = None, value_model: str | None = None):
+    def __init__(
+        self,
+        max_len: int,
+        vocab_size: int,
+        policy_model: str | None = None,
+        pretraining_texts: list[str] | None = None,
+        value_model: str | None = None,
+    ):
         super().__init__(low=PAD, high=vocab_size - 1, shape=(max_len,), dtype=np.int64)
         self.vocab_size, self.policy_model, self.pretraining_texts = vocab_size, policy_model, pretraining_texts
         self.value_model = value_model
@@ -54,8 +60,7 @@ class TokenSequence(gym.spaces.Box):
 class TokenBatch:
     """The mechanics both environments share: `n` sequences, each a sampled prompt plus generated tokens."""
 
-    def __init__(self, task: TextTask, tokenizer, n: int, max_prompt_tokens: int, max_new_tokens: int,
-                 reference=None):
+    def __init__(self, task: TextTask, tokenizer, n: int, max_prompt_tokens: int, max_new_tokens: int, reference=None):
         self.task, self.tokenizer, self.reference = task, tokenizer, reference
         self.max_new_tokens, self.eos_id = max_new_tokens, tokenizer.eos_token_id
         self.prompt_ids = encode_prompts(task, tokenizer, max_prompt_tokens)
@@ -95,9 +100,10 @@ class TokenBatch:
         prompts = [self.task.prompts[i] for i in self.prompt_index[rows]]
         completions = []
         for row in rows:
-            generated = self.tokens[row, self.prompt_lengths[row]: self.lengths[row]]
-            completions.append(self.tokenizer.decode(generated[generated != self.eos_id].tolist(),
-                                                     skip_special_tokens=True))
+            generated = self.tokens[row, self.prompt_lengths[row] : self.lengths[row]]
+            completions.append(
+                self.tokenizer.decode(generated[generated != self.eos_id].tolist(), skip_special_tokens=True)
+            )
         return prompts, completions
 
     def score(self, rows: np.ndarray) -> np.ndarray:
@@ -105,15 +111,22 @@ class TokenBatch:
         try:
             scores = np.asarray(self.task.score(prompts, completions), dtype=np.float64)
         except Exception as err:  # a user's reward function: report which task and input, then stop
-            raise ConfigError(f"the reward of task {self.task.name!r} raised {type(err).__name__}: {err} on "
-                              f"prompt {prompts[0]!r}, completion {completions[0]!r}; fix the reward "
-                              f"function") from err
-        require(scores.shape == (len(rows),), f"the reward of task {self.task.name!r} returned shape "
-                f"{scores.shape} for {len(rows)} completions; return one number per completion")
+            raise ConfigError(
+                f"the reward of task {self.task.name!r} raised {type(err).__name__}: {err} on "
+                f"prompt {prompts[0]!r}, completion {completions[0]!r}; fix the reward "
+                f"function"
+            ) from err
+        require(
+            scores.shape == (len(rows),),
+            f"the reward of task {self.task.name!r} returned shape "
+            f"{scores.shape} for {len(rows)} completions; return one number per completion",
+        )
         if not np.isfinite(scores).all():
             bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-            raise NonFiniteError(f"the reward of task {self.task.name!r} returned {scores[bad]} for prompt "
-                                 f"{prompts[bad]!r}, completion {completions[bad]!r}")
+            raise NonFiniteError(
+                f"the reward of task {self.task.name!r} returned {scores[bad]} for prompt "
+                f"{prompts[bad]!r}, completion {completions[bad]!r}"
+            )
         return scores
 
 
@@ -123,10 +136,13 @@ def encode_prompts(task: TextTask, tokenizer, max_prompt_tokens: int) -> list[li
     require(len(task.prompts) > 0, f"task {task.name!r} has no prompts; give it at least one")
     encoded = [encode_prompt(tokenizer, p) for p in task.prompts]
     for i, ids in enumerate(encoded):
-        require(0 < len(ids) <= max_prompt_tokens,
-                f"prompt {i} of task {task.name!r} ({task.prompts[i][:60]!r}) is {len(ids)} tokens, more than "
-                f"env.max_prompt_tokens={max_prompt_tokens}; shorten it or raise env.max_prompt_tokens"
-                if ids else f"prompt {i} of task {task.name!r} encodes to no tokens; remove it")
+        require(
+            0 < len(ids) <= max_prompt_tokens,
+            f"prompt {i} of task {task.name!r} ({task.prompts[i][:60]!r}) is {len(ids)} tokens, more than "
+            f"env.max_prompt_tokens={max_prompt_tokens}; shorten it or raise env.max_prompt_tokens"
+            if ids
+            else f"prompt {i} of task {task.name!r} encodes to no tokens; remove it",
+        )
     return encoded
 
 
@@ -135,8 +151,15 @@ class TokenEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task: TextTask, tokenizer, max_prompt_tokens: int, max_new_tokens: int, reference=None,
-                 policy_model: str | None = None):
+    def __init__(
+        self,
+        task: TextTask,
+        tokenizer,
+        max_prompt_tokens: int,
+        max_new_tokens: int,
+        reference=None,
+        policy_model: str | None = None,
+    ):
         self.batch = TokenBatch(task, tokenizer, 1, max_prompt_tokens, max_new_tokens, reference)
         self.observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model)
         self.action_space = gym.spaces.Discrete(len(tokenizer))
@@ -161,12 +184,23 @@ class TokenVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, task: TextTask, tokenizer, num_envs: int, max_prompt_tokens: int, max_new_tokens: int,
-                 reference=None, policy_model: str | None = None, gold=None, value_model: str | None = None):
+    def __init__(
+        self,
+        task: TextTask,
+        tokenizer,
+        num_envs: int,
+        max_prompt_tokens: int,
+        max_new_tokens: int,
+        reference=None,
+        policy_model: str | None = None,
+        gold=None,
+        value_model: str | None = None,
+    ):
         self.num_envs, self.gold = num_envs, gold
         self.batch = TokenBatch(task, tokenizer, num_envs, max_prompt_tokens, max_new_tokens, reference)
-        self.single_observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model,
-                                                      task.corpus, value_model)
+        self.single_observation_space = TokenSequence(
+            self.batch.tokens.shape[1], len(tokenizer), policy_model, task.corpus, value_model
+        )
         self.single_action_space = gym.spaces.Discrete(len(tokenizer))
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -198,8 +232,12 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             final_obs[row] = self.batch.tokens[row].copy()
         lengths = self.batch.lengths - self.batch.prompt_lengths
         episode = {"r": np.where(done, rewards, 0.0), "l": np.where(done, lengths, 0)}
-        final_info = {"episode": episode, "_episode": done.copy(), SAMPLES: np.empty(self.num_envs, dtype=object),
-                      f"_{SAMPLES}": done.copy()}
+        final_info = {
+            "episode": episode,
+            "_episode": done.copy(),
+            SAMPLES: np.empty(self.num_envs, dtype=object),
+            f"_{SAMPLES}": done.copy(),
+        }
         for row, prompt, completion in zip(rows, *self.batch.texts(rows)):
             final_info[SAMPLES][row] = f"{prompt} -> {completion}"
         if self.gold is not None:
@@ -207,14 +245,17 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             gold[rows] = self.gold(*self.batch.texts(rows))
             final_info[METRICS] = {"text/gold_reward": gold, "text/proxy_reward": episode["r"]}
             final_info[f"_{METRICS}"] = done.copy()
-        return {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info,
-                "_final_info": done.copy()}
+        return {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info, "_final_info": done.copy()}
 
     def state_dict(self) -> dict:
         b = self.batch
-        return {"tokens": torch.from_numpy(b.tokens.copy()), "lengths": torch.from_numpy(b.lengths.copy()),
-                "prompt_lengths": torch.from_numpy(b.prompt_lengths.copy()),
-                "prompt_index": torch.from_numpy(b.prompt_index.copy()), "rng": self.np_random.bit_generator.state}
+        return {
+            "tokens": torch.from_numpy(b.tokens.copy()),
+            "lengths": torch.from_numpy(b.lengths.copy()),
+            "prompt_lengths": torch.from_numpy(b.prompt_lengths.copy()),
+            "prompt_index": torch.from_numpy(b.prompt_index.copy()),
+            "rng": self.np_random.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict) -> bool:
         """Restores every sequence in progress (True: the episodes continue)."""
@@ -274,19 +315,33 @@ def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenV
         require_same_vocabulary(load_causal_lm(policy_model)[1], tokenizer)
     context = getattr(reference.config, "n_positions", None) or reference.config.max_position_embeddings
     length = settings.max_prompt_tokens + settings.max_new_tokens
-    require(length <= context, f"env.max_prompt_tokens + env.max_new_tokens = {length} is more than the model's "
-                               f"context of {context} tokens; lower them")
-    return TokenVectorEnv(task, tokenizer, num_envs, settings.max_prompt_tokens, settings.max_new_tokens,
-                          reference=reference if training and settings.kl_penalty() is not None else None,
-                          policy_model=str(policy_model), gold=task.gold, value_model=value_model_of(settings, task))
+    require(
+        length <= context,
+        f"env.max_prompt_tokens + env.max_new_tokens = {length} is more than the model's "
+        f"context of {context} tokens; lower them",
+    )
+    return TokenVectorEnv(
+        task,
+        tokenizer,
+        num_envs,
+        settings.max_prompt_tokens,
+        settings.max_new_tokens,
+        reference=reference if training and settings.kl_penalty() is not None else None,
+        policy_model=str(policy_model),
+        gold=task.gold,
+        value_model=value_model_of(settings, task),
+    )
 
 
 def value_model_of(settings: Settings, task: TextTask) -> str | None:
     """The folder or name a separate critic starts from: env.value_model, where "reward_model" is the task's own."""
     if settings.value_model != "reward_model":
         return settings.value_model
-    require(task.reward_model is not None, f"env.value_model=reward_model, but task {task.name!r} has no learned "
-                                           f"reward model; name a sequence classifier, or set env.value_model=null")
+    require(
+        task.reward_model is not None,
+        f"env.value_model=reward_model, but task {task.name!r} has no learned "
+        f"reward model; name a sequence classifier, or set env.value_model=null",
+    )
     return str(task.reward_model)
 
 

@@ -43,9 +43,18 @@ def sample(lm, tokenizer, prompts: list[str], n: int, max_new_tokens: int) -> Sa
     starts as an episode of the environment does (envs/text/tokens.py)."""
     encoded, ids, mask, pad = left_padded(tokenizer, prompts)
     width = ids.shape[1]
-    out = lm.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                      max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=pad,
-                      eos_token_id=tokenizer.eos_token_id)
+    out = lm.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     result = Samples([], [], [], [])
     for i, row in enumerate(out.tolist()):
         prompt_ids = encoded[i // n]
@@ -53,8 +62,9 @@ def sample(lm, tokenizer, prompts: list[str], n: int, max_new_tokens: int) -> Sa
         if tokenizer.eos_token_id in generated:
             generated = generated[: generated.index(tokenizer.eos_token_id) + 1]
         result.prompts.append(prompts[i // n])
-        result.completions.append(tokenizer.decode([t for t in generated if t != tokenizer.eos_token_id],
-                                                   skip_special_tokens=True))
+        result.completions.append(
+            tokenizer.decode([t for t in generated if t != tokenizer.eos_token_id], skip_special_tokens=True)
+        )
         result.token_ids.append(prompt_ids + generated)
         result.prompt_lengths.append(len(prompt_ids))
     return result
@@ -75,16 +85,19 @@ def completion_logprobs(lm, samples: Samples) -> list[np.ndarray]:
 
 
 def distinct_n(texts: list[str], n: int) -> float:
-    grams = [tuple(words[i: i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def text_metrics(task: TextTask, samples: Samples, ref_logprobs: list[np.ndarray]) -> dict:
     proxy = np.asarray(task.score(samples.prompts, samples.completions), dtype=float)
     tokens = sum(len(lp) for lp in ref_logprobs)
-    metrics = {"proxy_reward": proxy.mean(), "perplexity_under_reference":
-               math.exp(-sum(lp.sum() for lp in ref_logprobs) / max(tokens, 1)),
-               "distinct_1": distinct_n(samples.completions, 1), "distinct_2": distinct_n(samples.completions, 2)}
+    metrics = {
+        "proxy_reward": proxy.mean(),
+        "perplexity_under_reference": math.exp(-sum(lp.sum() for lp in ref_logprobs) / max(tokens, 1)),
+        "distinct_1": distinct_n(samples.completions, 1),
+        "distinct_2": distinct_n(samples.completions, 2),
+    }
     if task.gold is not None:
         gold = np.asarray(task.gold(samples.prompts, samples.completions), dtype=float)
         metrics.update(gold_reward=gold.mean(), gold_positive_fraction=(gold >= POSITIVE_THRESHOLD).mean())
@@ -95,8 +108,9 @@ def best_of_n(task: TextTask, reference, tokenizer, prompts: list[str], n: int, 
     samples = sample(reference, tokenizer, prompts, n, max_new_tokens)
     proxy = np.asarray(task.score(samples.prompts, samples.completions), dtype=float).reshape(len(prompts), n)
     best = [i * n + int(j) for i, j in enumerate(proxy.argmax(1))]
-    chosen = Samples(*([getattr(samples, f)[i] for i in best] for f in ("prompts", "completions", "token_ids",
-                                                                       "prompt_lengths")))
+    chosen = Samples(
+        *([getattr(samples, f)[i] for i in best] for f in ("prompts", "completions", "token_ids", "prompt_lengths"))
+    )
     metrics = text_metrics(task, chosen, completion_logprobs(reference, chosen))
     return {**metrics, "kl_to_reference": math.log(n) - (n - 1) / n, "samples": chosen.completions}
 
@@ -133,22 +147,43 @@ def evaluate_rows(run_dir: Path, num_prompts: int, best_of: list[int], seed: int
     torch.manual_seed(seed)
     samples = sample(policy, tokenizer, prompts, 1, settings.max_new_tokens)
     ours, theirs = completion_logprobs(policy, samples), completion_logprobs(reference, samples)
-    rows = {"policy (this run)": {**text_metrics(task, samples, theirs), "samples": samples.completions,
-                                  "kl_to_reference": float(np.mean([o.sum() - t.sum() for o, t in zip(ours, theirs)]))}}
+    rows = {
+        "policy (this run)": {
+            **text_metrics(task, samples, theirs),
+            "samples": samples.completions,
+            "kl_to_reference": float(np.mean([o.sum() - t.sum() for o, t in zip(ours, theirs)])),
+        }
+    }
     for n in best_of:
         rows[f"best-of-{n} (reference)"] = best_of_n(task, reference, tokenizer, prompts, n, settings.max_new_tokens)
     return prompts, rows
 
 
 def report(run_dir: Path, num_prompts: int, seed: int, best_of: list[int], prompts: list[str], rows: dict) -> str:
-    columns = ["proxy_reward", "gold_reward", "gold_positive_fraction", "kl_to_reference",
-               "perplexity_under_reference", "distinct_1", "distinct_2"]
-    command = (f"python -m envs.text.evaluate {run_dir} --prompts {num_prompts} --best-of "
-               f"{' '.join(map(str, best_of))} --seed {seed}")
-    lines = [f"# Text evaluation of {run_dir}", "", f"Command: `{command}`", "",
-             "| policy | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    lines += [f"| {name} | " + " | ".join(f"{m[c]:.3f}" if c in m else "" for c in columns) + " |"
-              for name, m in rows.items()]
+    columns = [
+        "proxy_reward",
+        "gold_reward",
+        "gold_positive_fraction",
+        "kl_to_reference",
+        "perplexity_under_reference",
+        "distinct_1",
+        "distinct_2",
+    ]
+    command = (
+        f"python -m envs.text.evaluate {run_dir} --prompts {num_prompts} --best-of "
+        f"{' '.join(map(str, best_of))} --seed {seed}"
+    )
+    lines = [
+        f"# Text evaluation of {run_dir}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| policy | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(f"{m[c]:.3f}" if c in m else "" for c in columns) + " |" for name, m in rows.items()
+    ]
     lines += ["", "Samples of this run's policy:", ""]
     lines += [f"- {p!r} -> {c!r}" for p, c in zip(prompts[:10], rows["policy (this run)"]["samples"][:10])]
     return "\n".join(lines) + "\n"

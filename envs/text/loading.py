@@ -29,8 +29,7 @@ def load_reward_model(name_or_path: str | Path):
     """(model, tokenizer) of a sequence classifier, in eval mode. A tokenizer without a pad token (GPT-2's)
     pads with its EOS token, and the model is told which id that is, so batches of texts can be scored."""
     tokenizer = _from_pretrained(AutoTokenizer, name_or_path, "reward tokenizer")
-    model = _from_pretrained(AutoModelForSequenceClassification, name_or_path,
-                             "reward model (a sequence classifier)")
+    model = _from_pretrained(AutoModelForSequenceClassification, name_or_path, "reward model (a sequence classifier)")
     require_tokenizer_fits_model(tokenizer, model, "reward")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -50,17 +49,21 @@ def _from_pretrained(auto_class, name_or_path: str | Path, what: str):
 
 
 def _cannot_load(what: str, name: str, reason: str) -> ConfigError:
-    return ConfigError(f"cannot load the {what} from {name!r}: {reason.rstrip('.')}. Give a folder written by "
-                       f"save_pretrained (for the default models: `python -m envs.text.pipeline.build`), or a "
-                       f"Hugging Face model name that is in the local Hugging Face cache (or reachable online)")
+    return ConfigError(
+        f"cannot load the {what} from {name!r}: {reason.rstrip('.')}. Give a folder written by "
+        f"save_pretrained (for the default models: `python -m envs.text.pipeline.build`), or a "
+        f"Hugging Face model name that is in the local Hugging Face cache (or reachable online)"
+    )
 
 
 def require_tokenizer_fits_model(tokenizer, model, role: str) -> None:
     """Every id the tokenizer can produce must index the model's embedding table."""
     n_tokens, n_embeddings = len(tokenizer), model.get_input_embeddings().num_embeddings
     if n_tokens > n_embeddings:
-        raise ConfigError(f"the {role} tokenizer has {n_tokens} tokens but the {role} model's embedding has "
-                          f"{n_embeddings} rows; load the tokenizer saved with that model")
+        raise ConfigError(
+            f"the {role} tokenizer has {n_tokens} tokens but the {role} model's embedding has "
+            f"{n_embeddings} rows; load the tokenizer saved with that model"
+        )
 
 
 def require_same_vocabulary(policy_tokenizer, reward_tokenizer) -> None:
@@ -74,7 +77,8 @@ def require_same_vocabulary(policy_tokenizer, reward_tokenizer) -> None:
         f"vocabulary mismatch: the policy tokenizer has {len(policy_vocab)} tokens and the reward tokenizer "
         f"{len(reward_vocab)} ({differing} token-id entries differ), so token ids cannot be passed between them. "
         f"Use a reward model trained from the policy's base LM (same tokenizer), or score the decoded text "
-        f"re-tokenised by the reward model's own tokenizer")
+        f"re-tokenised by the reward model's own tokenizer"
+    )
 
 
 @contextmanager

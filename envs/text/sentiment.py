@@ -26,8 +26,10 @@ def sentiment_task(settings) -> TextTask:
     reward_model, reward_tokenizer = load_reward_model(paths.reward_model)
     held_in, held_out = split_corpus(model_settings)
     usable = [s.text for s in held_in if len(s.text.split()) > model_settings.prompt_words]
-    prompts = [split_prompt(text, model_settings.prompt_words)[0]
-               for text in random.Random(0).sample(usable, min(NUM_PROMPTS, len(usable)))]
+    prompts = [
+        split_prompt(text, model_settings.prompt_words)[0]
+        for text in random.Random(0).sample(usable, min(NUM_PROMPTS, len(usable)))
+    ]
 
     @torch.no_grad()
     def proxy_reward(prompts: list[str], completions: list[str]) -> list[float]:
@@ -36,6 +38,13 @@ def sentiment_task(settings) -> TextTask:
     def gold_reward(prompts: list[str], completions: list[str]) -> list[float]:
         return gold_scores([p + c for p, c in zip(prompts, completions)]).tolist()
 
-    return TextTask(name="sentiment", prompts=prompts, batch_reward=proxy_reward, gold=gold_reward,
-                    default_policy_model=str(paths.base_lm), reward_model=str(paths.reward_model),
-                    corpus=[s.text for s in held_in], heldout_corpus=[s.text for s in held_out])
+    return TextTask(
+        name="sentiment",
+        prompts=prompts,
+        batch_reward=proxy_reward,
+        gold=gold_reward,
+        default_policy_model=str(paths.base_lm),
+        reward_model=str(paths.reward_model),
+        corpus=[s.text for s in held_in],
+        heldout_corpus=[s.text for s in held_out],
+    )

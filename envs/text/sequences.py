@@ -22,8 +22,10 @@ def text_sequence_task(task: TextTask, policy_model: str | None, length: int) ->
     from envs.text.loading import load_tokenizer
 
     model = policy_model or task.default_policy_model
-    require(model is not None, f"task {task.name!r} names no default model; set env.policy_model (its tokenizer "
-                               f"splits the text)")
+    require(
+        model is not None,
+        f"task {task.name!r} names no default model; set env.policy_model (its tokenizer splits the text)",
+    )
     tokenizer = load_tokenizer(model)
     train_texts, heldout_texts = corpus_split(task)
     eos = tokenizer.eos_token_id
@@ -31,22 +33,33 @@ def text_sequence_task(task: TextTask, policy_model: str | None, length: int) ->
     references = BleuReferences([tokenizer(t).input_ids[:length] for t in heldout_texts])
 
     def until_eos(samples: torch.Tensor) -> list[list[int]]:
-        return [row[:row.index(eos)] if eos in row else row for row in samples.tolist()]
+        return [row[: row.index(eos)] if eos in row else row for row in samples.tolist()]
 
     def metrics(samples: torch.Tensor) -> dict[str, float]:
         sentences = [s for s in until_eos(samples) if s]
         return {"bleu4": references.mean_bleu(sentences[:BLEU_HYPOTHESES]), **diversity_metrics(sentences)}
 
-    return SequenceTask(name=task.name, real=real, vocab_size=len(tokenizer), start_token=eos, metrics=metrics,
-                        headline="bleu4", lower_is_better=False, num_eval=2 * BLEU_HYPOTHESES,
-                        decode=lambda samples: tokenizer.batch_decode(until_eos(samples)),
-                        pretrained_generator=str(model))
+    return SequenceTask(
+        name=task.name,
+        real=real,
+        vocab_size=len(tokenizer),
+        start_token=eos,
+        metrics=metrics,
+        headline="bleu4",
+        lower_is_better=False,
+        num_eval=2 * BLEU_HYPOTHESES,
+        decode=lambda samples: tokenizer.batch_decode(until_eos(samples)),
+        pretrained_generator=str(model),
+    )
 
 
 def corpus_split(task: TextTask) -> tuple[list[str], list[str]]:
     texts = task.corpus or task.prompts
-    require(len(texts) >= 2, f"task {task.name!r} has {len(texts)} sentence(s) of corpus (or prompts); "
-                             f"algo=seqgan needs at least 2, some to train on and some to hold out")
+    require(
+        len(texts) >= 2,
+        f"task {task.name!r} has {len(texts)} sentence(s) of corpus (or prompts); "
+        f"algo=seqgan needs at least 2, some to train on and some to hold out",
+    )
     if task.heldout_corpus:
         return list(texts), list(task.heldout_corpus)
     shuffled = random.Random(0).sample(list(texts), len(texts))
@@ -56,5 +69,5 @@ def corpus_split(task: TextTask) -> tuple[list[str], list[str]]:
 
 def fixed_length(ids: list[int], length: int, eos: int) -> list[int]:
     """The first length - 1 tokens, then EOS up to `length` (every sequence ends with at least one EOS)."""
-    ids = ids[:length - 1]
+    ids = ids[: length - 1]
     return ids + [eos] * (length - len(ids))

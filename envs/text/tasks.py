@@ -16,9 +16,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from core.checks import require
 from core.errors import ConfigError
@@ -44,8 +45,10 @@ class TextTask:
     heldout_corpus: list[str] | None = None
 
     def __post_init__(self):
-        require((self.reward is None) != (self.batch_reward is None),
-                f"task {self.name!r}: give exactly one of reward (per completion) and batch_reward")
+        require(
+            (self.reward is None) != (self.batch_reward is None),
+            f"task {self.name!r}: give exactly one of reward (per completion) and batch_reward",
+        )
         self.prompts = list(self.prompts)
 
     def score(self, prompts: list[str], completions: list[str]) -> Sequence[float]:
@@ -66,8 +69,10 @@ def load_task(spec: str, settings: Any) -> TextTask:
     elif ":" in spec:
         task = _from_factory(spec, settings)
     else:
-        raise ConfigError(f"env.task={spec!r} is not a registered task ({', '.join(sorted(TASKS))}) nor "
-                          f"'file.py:factory' / 'module:factory'")
+        raise ConfigError(
+            f"env.task={spec!r} is not a registered task ({', '.join(sorted(TASKS))}) nor "
+            f"'file.py:factory' / 'module:factory'"
+        )
     require(isinstance(task, TextTask), f"env.task={spec!r} gave {type(task).__name__}, not a TextTask")
     return task
 

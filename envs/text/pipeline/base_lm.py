@@ -32,20 +32,40 @@ def train_tokenizer(texts: list[str], vocab_size: int, context_length: int) -> P
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, bos_token=BOS, eos_token=EOS,
-                                   add_bos_token=True, add_eos_token=True, model_max_length=context_length)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        add_bos_token=True,
+        add_eos_token=True,
+        model_max_length=context_length,
+    )
 
 
 def build_language_model(tokenizer: PreTrainedTokenizerFast, settings: TextModelSettings) -> GPT2LMHeadModel:
     """A GPT-2 with tied input/output embeddings and no dropout, so that a policy trained from it gives the
     same log-probabilities in rollouts (eval mode) and in updates (train mode)."""
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=settings.context_length, n_embd=settings.n_embd,
-                        n_layer=settings.n_layer, n_head=settings.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=settings.context_length,
+        n_embd=settings.n_embd,
+        n_layer=settings.n_layer,
+        n_head=settings.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -60,17 +80,18 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
     return ids, mask
 
 
-def length_bucketed_batches(sequences: list[list[int]], batch_size: int, rng: random.Random
-                            ) -> Iterator[list[list[int]]]:
+def length_bucketed_batches(
+    sequences: list[list[int]], batch_size: int, rng: random.Random
+) -> Iterator[list[list[int]]]:
     """Batches of sentences of similar length (little padding), in random order; lengths are jittered so that
     batches differ between epochs."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]) + rng.random() * 4)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     for batch in batches:
         yield [sequences[i] for i in batch]
@@ -93,14 +114,16 @@ def next_token_nll(model: GPT2LMHeadModel, ids: torch.Tensor, mask: torch.Tensor
     return nll, int(target_mask.sum())
 
 
-def train_language_model(model: GPT2LMHeadModel, sequences: list[list[int]], pad_id: int,
-                         settings: TextModelSettings) -> None:
+def train_language_model(
+    model: GPT2LMHeadModel, sequences: list[list[int]], pad_id: int, settings: TextModelSettings
+) -> None:
     """AdamW on the mean next-token loss for `lm_epochs` passes, with a warm-up-cosine rate and grad-norm clip 1."""
     rng = random.Random(settings.seed)
     steps_per_epoch = math.ceil(len(sequences) / settings.lm_batch_size)
     total_steps = steps_per_epoch * settings.lm_epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lm_learning_rate, betas=(0.9, 0.95),
-                                  weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lm_learning_rate, betas=(0.9, 0.95), weight_decay=0.01
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps))
     model.train()
     step, tokens, start = 0, 0, time.perf_counter()
@@ -116,26 +139,32 @@ def train_language_model(model: GPT2LMHeadModel, sequences: list[list[int]], pad
             schedule.step()
             step, tokens = step + 1, tokens + count
             if step % max(1, total_steps // 10) == 0:
-                log.info("LM step %d/%d (epoch %d) loss %.3f, %.0f tokens/s", step, total_steps, epoch + 1,
-                         loss.item(), tokens / (time.perf_counter() - start))
+                log.info(
+                    "LM step %d/%d (epoch %d) loss %.3f, %.0f tokens/s",
+                    step,
+                    total_steps,
+                    epoch + 1,
+                    loss.item(),
+                    tokens / (time.perf_counter() - start),
+                )
     model.eval()
 
 
 @torch.no_grad()
-def heldout_perplexity(model: GPT2LMHeadModel, sequences: list[list[int]], pad_id: int,
-                       batch_size: int = 64) -> float:
+def heldout_perplexity(model: GPT2LMHeadModel, sequences: list[list[int]], pad_id: int, batch_size: int = 64) -> float:
     """exp of the mean next-token loss per token over held-out sentences (each from its own <bos>)."""
     model.eval()
     total_nll, total_count = 0.0, 0
     for start in range(0, len(sequences), batch_size):
-        nll, count = next_token_nll(model, *pad_batch(sequences[start:start + batch_size], pad_id))
+        nll, count = next_token_nll(model, *pad_batch(sequences[start : start + batch_size], pad_id))
         total_nll, total_count = total_nll + nll.item(), total_count + count
     return math.exp(total_nll / total_count)
 
 
 @torch.no_grad()
-def sample_continuations(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int,
-                         batch_size: int = 64) -> list[str]:
+def sample_continuations(
+    model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int, batch_size: int = 64
+) -> list[str]:
     """Ancestral samples (temperature 1, no top-k or top-p: the distribution a policy starts from) after
     `<bos> prompt` (as an episode starts, envs/text/tokens.py), decoded without special tokens; each
     continuation keeps its leading space."""
@@ -143,8 +172,17 @@ def sample_continuations(model, tokenizer, prompts: list[str], max_new_tokens: i
     model.eval()
     completions = []
     for start in range(0, len(prompts), batch_size):
-        _, ids, mask, pad = left_padded(tokenizer, prompts[start:start + batch_size])
-        out = model.generate(ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        completions += tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        _, ids, mask, pad = left_padded(tokenizer, prompts[start : start + batch_size])
+        out = model.generate(
+            ids,
+            attention_mask=mask,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=1.0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        completions += tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
     return completions

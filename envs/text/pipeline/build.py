@@ -47,18 +47,24 @@ def labelled_heldout_sets() -> dict[str, tuple[list[str], np.ndarray]]:
     sst, imdb = SHARED_DATA / "sst2" / "stsa.binary.test", SHARED_DATA / "imdb-sentences-uci" / "imdb_labelled.txt"
     if sst.is_file():
         rows = [line.split(" ", 1) for line in sst.read_text(encoding="utf-8").split("\n") if line.strip()]
-        sets["SST-2 test (overlaps MR, see note)"] = ([text for _, text in rows], np.array([int(l) for l, _ in rows]))
+        sets["SST-2 test (overlaps MR, see note)"] = (
+            [text for _, text in rows],
+            np.array([int(label) for label, _ in rows]),
+        )
     if imdb.is_file():
         rows = [line.rsplit("\t", 1) for line in imdb.read_text(encoding="utf-8").split("\n") if line.strip()]
-        sets["IMDB sentences (UCI), out of domain"] = ([text.strip() for text, _ in rows],
-                                                       np.array([int(l) for _, l in rows]))
+        sets["IMDB sentences (UCI), out of domain"] = (
+            [text.strip() for text, _ in rows],
+            np.array([int(label) for _, label in rows]),
+        )
     return sets
 
 
 @torch.no_grad()
 def proxy_scores(model, tokenizer, texts: list[str], batch_size: int = 128) -> np.ndarray:
-    return torch.cat([reward_scores(model, tokenizer, texts[i:i + batch_size])
-                      for i in range(0, len(texts), batch_size)]).numpy()
+    return torch.cat(
+        [reward_scores(model, tokenizer, texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    ).numpy()
 
 
 def measure(settings: TextModelSettings, paths) -> dict:
@@ -78,13 +84,21 @@ def measure(settings: TextModelSettings, paths) -> dict:
     real_texts = [p + e for p, e in zip(prompts, real_endings)]
     return {
         "gold_heldout_pairwise_accuracy": pairwise_accuracy(gold, labeller),
-        "sets": {name: (pairwise_auc(proxy_scores(rm, rm_tokenizer, texts), labels),
-                        pairwise_auc(gold_scores(texts), labels), len(texts))
-                 for name, (texts, labels) in labelled_heldout_sets().items()},
+        "sets": {
+            name: (
+                pairwise_auc(proxy_scores(rm, rm_tokenizer, texts), labels),
+                pairwise_auc(gold_scores(texts), labels),
+                len(texts),
+            )
+            for name, (texts, labels) in labelled_heldout_sets().items()
+        },
         "sampling_s": sampling_s,
-        "prompts": prompts, "samples": samples,
-        "sample_proxy": proxy_scores(rm, rm_tokenizer, sample_texts), "sample_gold": gold_scores(sample_texts),
-        "real_proxy": proxy_scores(rm, rm_tokenizer, real_texts), "real_gold": gold_scores(real_texts),
+        "prompts": prompts,
+        "samples": samples,
+        "sample_proxy": proxy_scores(rm, rm_tokenizer, sample_texts),
+        "sample_gold": gold_scores(sample_texts),
+        "real_proxy": proxy_scores(rm, rm_tokenizer, real_texts),
+        "real_gold": gold_scores(real_texts),
     }
 
 
@@ -95,14 +109,23 @@ def table_cell(text: str) -> str:
 def report(command: str, settings: TextModelSettings, paths, build_s: tuple, load: tuple, m: dict) -> str:
     b = paths.metrics
     lines = [
-        "# Default text models: base LM (stage 1) and reward model (stage 2)", "",
-        "Made by", "", "```bash", command, "```", "",
+        "# Default text models: base LM (stage 1) and reward model (stage 2)",
+        "",
+        "Made by",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
         f"on {os.cpu_count()} CPU cores, torch {torch.__version__}, {settings.torch_threads} torch threads; load "
         f"average (1 min) {load[0]:.2f} at the start and {load[1]:.2f} at the end (other jobs shared the machine "
         f"when it was above about 2). Times are wall-clock, with the process's CPU time (all threads summed) "
-        f"in brackets, which depends less on other jobs. Cache folder: `{paths.folder}`.", "",
-        "## Build", "",
-        "| what | value |", "|---|---|",
+        f"in brackets, which depends less on other jobs. Cache folder: `{paths.folder}`.",
+        "",
+        "## Build",
+        "",
+        "| what | value |",
+        "|---|---|",
         f"| whole build (tokenizer, LM, reward model, their evaluations, saving) | {build_s[0]:.0f} s "
         f"({build_s[1]:.0f} s CPU) |",
         f"| tokenizer (byte-level BPE) | {b['tokenizer_s']} s, vocabulary {b['vocab_size']} |",
@@ -119,28 +142,41 @@ def report(command: str, settings: TextModelSettings, paths, build_s: tuple, loa
         f"| **reward model held-out pairwise accuracy** ({b['rm_heldout_groups']} held-out prompts) | "
         f"**{b['rm_heldout_pairwise_accuracy']:.3f}** (held-in {b['rm_heldin_pairwise_accuracy']:.3f}) |",
         f"| gold scorer (VADER) on the same held-out pairs, ties one half | "
-        f"{m['gold_heldout_pairwise_accuracy']:.3f} |", "",
+        f"{m['gold_heldout_pairwise_accuracy']:.3f} |",
+        "",
         "Sentiment of whole labelled sentences never trained on, as ROC AUC (the pairwise accuracy over all "
-        "(positive, negative) sentence pairs):", "",
-        "| set | sentences | proxy reward model | gold (VADER) |", "|---|---|---|---|",
-        *[f"| {name} | {n} | {proxy:.3f} | {gold:.3f} |" for name, (proxy, gold, n) in m["sets"].items()], "",
+        "(positive, negative) sentence pairs):",
+        "",
+        "| set | sentences | proxy reward model | gold (VADER) |",
+        "|---|---|---|---|",
+        *[f"| {name} | {n} | {proxy:.3f} | {gold:.3f} |" for name, (proxy, gold, n) in m["sets"].items()],
+        "",
         "SST-2 was built from the same Rotten Tomatoes snippets as rt-polarity (MR): 1,496 of its 1,821 test "
         "sentences appear verbatim as MR lines (../shared/data/README.md), and the base LM and reward model "
-        "trained on the MR held-in split, so its figure is not a clean held-out score; the IMDB set is.", "",
-        "## The base LM's samples", "",
+        "trained on the MR held-in split, so its figure is not a clean held-out score; the IMDB set is.",
+        "",
+        "## The base LM's samples",
+        "",
         f"{len(m['samples'])} prompts (the first {settings.prompt_words} words of held-out sentences), one "
         f"ancestral sample each (temperature 1, no top-k/top-p, at most {MAX_NEW_TOKENS} tokens), "
-        f"{m['sampling_s']:.1f} s with `generate`. This is the level a policy starts from:", "",
+        f"{m['sampling_s']:.1f} s with `generate`. This is the level a policy starts from:",
+        "",
         "| continuations | mean proxy reward | mean gold (VADER compound) | gold positive fraction "
-        f"(compound >= {POSITIVE_THRESHOLD}) |", "|---|---|---|---|",
+        f"(compound >= {POSITIVE_THRESHOLD}) |",
+        "|---|---|---|---|",
         f"| base LM samples | {m['sample_proxy'].mean():.3f} | {m['sample_gold'].mean():.3f} | "
         f"{(m['sample_gold'] >= POSITIVE_THRESHOLD).mean():.3f} |",
         f"| the real endings of the same prompts | {m['real_proxy'].mean():.3f} | {m['real_gold'].mean():.3f} | "
-        f"{(m['real_gold'] >= POSITIVE_THRESHOLD).mean():.3f} |", "",
-        f"The first {SHOWN_SAMPLES} samples (prompt in bold):", "",
-        "| text | proxy | gold |", "|---|---|---|",
-        *[f"| **{table_cell(p)}**{table_cell(s)} | {r:.2f} | {g:.2f} |"
-          for p, s, r, g in list(zip(m["prompts"], m["samples"], m["sample_proxy"], m["sample_gold"]))[:SHOWN_SAMPLES]],
+        f"{(m['real_gold'] >= POSITIVE_THRESHOLD).mean():.3f} |",
+        "",
+        f"The first {SHOWN_SAMPLES} samples (prompt in bold):",
+        "",
+        "| text | proxy | gold |",
+        "|---|---|---|",
+        *[
+            f"| **{table_cell(p)}**{table_cell(s)} | {r:.2f} | {g:.2f} |"
+            for p, s, r, g in list(zip(m["prompts"], m["samples"], m["sample_proxy"], m["sample_gold"]))[:SHOWN_SAMPLES]
+        ],
         "",
     ]
     return "\n".join(lines)

@@ -16,11 +16,21 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from envs.text.pipeline.base_lm import (build_language_model, encode_sentences, heldout_perplexity,
-                                        train_language_model, train_tokenizer)
+from envs.text.pipeline.base_lm import (
+    build_language_model,
+    encode_sentences,
+    heldout_perplexity,
+    train_language_model,
+    train_tokenizer,
+)
 from envs.text.pipeline.corpus import Sentence, load_corpus, split_heldout
-from envs.text.pipeline.reward_model import (RankedGroup, evaluate_ranking, initial_reward_model, make_ranked_groups,
-                                             train_reward_model)
+from envs.text.pipeline.reward_model import (
+    RankedGroup,
+    evaluate_ranking,
+    initial_reward_model,
+    make_ranked_groups,
+    train_reward_model,
+)
 from envs.text.pipeline.settings import TextModelSettings
 
 log = logging.getLogger("tokengym.text")
@@ -32,6 +42,7 @@ HELDOUT_RM_PROMPTS = 1000  # held-out groups for pairwise accuracy (fewer if few
 class TextModelPaths:
     """Folders loadable with `from_pretrained`: base_lm (causal LM + tokenizer), reward_model (sequence
     classifier with one label + the same tokenizer); metrics holds what the build measured."""
+
     folder: Path
     base_lm: Path
     reward_model: Path
@@ -46,20 +57,24 @@ def cache_folder(settings: TextModelSettings, cache_dir: str | Path | None) -> P
     return Path(cache_dir or default_cache_dir()).expanduser() / f"text-models-{settings.fingerprint()}"
 
 
-def ensure_text_models(settings: TextModelSettings | None = None,
-                       cache_dir: str | Path | None = None) -> TextModelPaths:
+def ensure_text_models(
+    settings: TextModelSettings | None = None, cache_dir: str | Path | None = None
+) -> TextModelPaths:
     """The cached models for `settings` (the defaults if None), built and saved first if missing."""
     settings = settings or TextModelSettings()
     folder = cache_folder(settings, cache_dir)
     if not (folder / "metrics.json").is_file():
-        log.info("text models not in %s yet: building them, minutes on a CPU (results/text_models.md has "
-                 "the measured time)", folder)
+        log.info(
+            "text models not in %s yet: building them, minutes on a CPU (results/text_models.md has the measured time)",
+            folder,
+        )
         build_text_models(settings, cache_dir, replace=False)
     return _paths(folder)
 
 
-def build_text_models(settings: TextModelSettings, cache_dir: str | Path | None = None,
-                      replace: bool = True) -> TextModelPaths:
+def build_text_models(
+    settings: TextModelSettings, cache_dir: str | Path | None = None, replace: bool = True
+) -> TextModelPaths:
     """Train both models into a temporary folder, then move it into the cache in one rename, so that an
     interrupted build leaves nothing half-written. replace=False keeps a folder another process finished."""
     folder = cache_folder(settings, cache_dir)
@@ -89,8 +104,9 @@ def _move_into_place(staging: Path, folder: Path, replace: bool) -> None:
 
 
 def _paths(folder: Path) -> TextModelPaths:
-    return TextModelPaths(folder, folder / "base_lm", folder / "reward_model",
-                          json.loads((folder / "metrics.json").read_text()))
+    return TextModelPaths(
+        folder, folder / "base_lm", folder / "reward_model", json.loads((folder / "metrics.json").read_text())
+    )
 
 
 def train_text_models(settings: TextModelSettings, out_dir: Path) -> dict:
@@ -116,8 +132,14 @@ def split_corpus(settings: TextModelSettings) -> tuple[list[Sentence], list[Sent
 
 def heldout_ranked_groups(settings: TextModelSettings, held_out: list[Sentence]) -> list[RankedGroup]:
     """The held-out evaluation groups: prompts and responses from held-out sentences only, the same every time."""
-    return make_ranked_groups(held_out, HELDOUT_RM_PROMPTS, settings.responses_per_prompt, settings.prompt_words,
-                              settings.labeller, random.Random(settings.split_seed))
+    return make_ranked_groups(
+        held_out,
+        HELDOUT_RM_PROMPTS,
+        settings.responses_per_prompt,
+        settings.prompt_words,
+        settings.labeller,
+        random.Random(settings.split_seed),
+    )
 
 
 def _train_base_lm(settings, held_in, held_out, out_dir: Path) -> dict:
@@ -127,8 +149,12 @@ def _train_base_lm(settings, held_in, held_out, out_dir: Path) -> dict:
     train_ids = encode_sentences(tokenizer, [s.text for s in held_in])
     heldout_ids = encode_sentences(tokenizer, [s.text for s in held_out])
     model = build_language_model(tokenizer, settings)
-    log.info("base LM: %d parameters, vocabulary %d, %d held-in tokens", model.num_parameters(), len(tokenizer),
-             sum(map(len, train_ids)))
+    log.info(
+        "base LM: %d parameters, vocabulary %d, %d held-in tokens",
+        model.num_parameters(),
+        len(tokenizer),
+        sum(map(len, train_ids)),
+    )
     start, cpu_start = time.perf_counter(), time.process_time()
     train_language_model(model, train_ids, tokenizer.pad_token_id, settings)
     train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
@@ -136,15 +162,26 @@ def _train_base_lm(settings, held_in, held_out, out_dir: Path) -> dict:
     log.info("base LM: held-out perplexity %.1f after %.0f s", perplexity, train_s)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {"vocab_size": len(tokenizer), "lm_parameters": model.num_parameters(),
-            "lm_train_tokens_per_epoch": sum(map(len, train_ids)), "tokenizer_s": round(tokenizer_s, 1),
-            "lm_train_s": round(train_s, 1), "lm_train_cpu_s": round(train_cpu_s, 1),
-            "lm_heldout_perplexity": round(perplexity, 2)}
+    return {
+        "vocab_size": len(tokenizer),
+        "lm_parameters": model.num_parameters(),
+        "lm_train_tokens_per_epoch": sum(map(len, train_ids)),
+        "tokenizer_s": round(tokenizer_s, 1),
+        "lm_train_s": round(train_s, 1),
+        "lm_train_cpu_s": round(train_cpu_s, 1),
+        "lm_heldout_perplexity": round(perplexity, 2),
+    }
 
 
 def _train_reward_model(settings, held_in, held_out, base_lm_dir: Path, out_dir: Path) -> dict:
-    train_groups = make_ranked_groups(held_in, settings.rm_prompts, settings.responses_per_prompt,
-                                      settings.prompt_words, settings.labeller, random.Random(settings.seed))
+    train_groups = make_ranked_groups(
+        held_in,
+        settings.rm_prompts,
+        settings.responses_per_prompt,
+        settings.prompt_words,
+        settings.labeller,
+        random.Random(settings.seed),
+    )
     heldout_groups = heldout_ranked_groups(settings, held_out)
     tokenizer = AutoTokenizer.from_pretrained(base_lm_dir)
     model = initial_reward_model(base_lm_dir)
@@ -153,12 +190,20 @@ def _train_reward_model(settings, held_in, held_out, base_lm_dir: Path, out_dir:
     train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     held_in_eval = evaluate_ranking(model, tokenizer, train_groups[:HELDOUT_RM_PROMPTS])
     held_out_eval = evaluate_ranking(model, tokenizer, heldout_groups)
-    log.info("reward model: held-out pairwise accuracy %.3f (held-in %.3f) after %.0f s",
-             held_out_eval["pairwise_accuracy"], held_in_eval["pairwise_accuracy"], train_s)
+    log.info(
+        "reward model: held-out pairwise accuracy %.3f (held-in %.3f) after %.0f s",
+        held_out_eval["pairwise_accuracy"],
+        held_in_eval["pairwise_accuracy"],
+        train_s,
+    )
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {"rm_train_groups": len(train_groups), "rm_heldout_groups": len(heldout_groups),
-            "rm_train_s": round(train_s, 1), "rm_train_cpu_s": round(train_cpu_s, 1),
-            "rm_heldout_pairwise_accuracy": round(held_out_eval["pairwise_accuracy"], 4),
-            "rm_heldout_loss": round(held_out_eval["loss"], 4),
-            "rm_heldin_pairwise_accuracy": round(held_in_eval["pairwise_accuracy"], 4)}
+    return {
+        "rm_train_groups": len(train_groups),
+        "rm_heldout_groups": len(heldout_groups),
+        "rm_train_s": round(train_s, 1),
+        "rm_train_cpu_s": round(train_cpu_s, 1),
+        "rm_heldout_pairwise_accuracy": round(held_out_eval["pairwise_accuracy"], 4),
+        "rm_heldout_loss": round(held_out_eval["loss"], 4),
+        "rm_heldin_pairwise_accuracy": round(held_in_eval["pairwise_accuracy"], 4),
+    }

@@ -41,6 +41,7 @@ log = logging.getLogger("tokengym.text")
 @dataclass(frozen=True)
 class RankedGroup:
     """One prompt, its K responses, and the labeller's score of each (higher is preferred)."""
+
     prompt: str
     responses: tuple[str, ...]
     scores: tuple[float, ...]
@@ -54,15 +55,20 @@ def initial_reward_model(base_lm: str | Path):
     randomly initialised (the head is absent from the base LM by design, so transformers' report of it is replaced
     by one line of ours). Weights the load could not match beyond that head are logged as a warning."""
     with load_report_silenced():
-        model, info = AutoModelForSequenceClassification.from_pretrained(base_lm, num_labels=1,
-                                                                         output_loading_info=True)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            base_lm, num_labels=1, output_loading_info=True
+        )
     head = {name for name, _ in model.score.named_parameters(prefix="score")}
-    log.info("reward model: new scalar head %s on the trunk of %s, randomly initialised; stage 2 trains it",
-             ", ".join(sorted(info["missing_keys"] & head)), base_lm)
+    log.info(
+        "reward model: new scalar head %s on the trunk of %s, randomly initialised; stage 2 trains it",
+        ", ".join(sorted(info["missing_keys"] & head)),
+        base_lm,
+    )
     unmatched = sorted(map(str, (info["missing_keys"] - head) | info["unexpected_keys"] | info["mismatched_keys"]))
     if unmatched:
-        log.warning("reward model from %s: weights missing, unexpected or of another shape: %s", base_lm,
-                    ", ".join(unmatched))
+        log.warning(
+            "reward model from %s: weights missing, unexpected or of another shape: %s", base_lm, ", ".join(unmatched)
+        )
     return model
 
 
@@ -73,14 +79,17 @@ def split_prompt(text: str, prompt_words: int) -> tuple[str, str]:
     return " ".join(words[:prompt_words]), " " + " ".join(words[prompt_words:])
 
 
-def make_ranked_groups(sentences: list[Sentence], n_prompts: int, k: int, prompt_words: int, labeller: str,
-                       rng: random.Random) -> list[RankedGroup]:
+def make_ranked_groups(
+    sentences: list[Sentence], n_prompts: int, k: int, prompt_words: int, labeller: str, rng: random.Random
+) -> list[RankedGroup]:
     """Up to `n_prompts` groups of K responses, built from `sentences` only (held-in, or held-out for
     evaluation). Sentences need at least prompt_words + 2 words to give a prompt and an ending."""
     usable = [s for s in sentences if len(s.text.split()) >= prompt_words + 2]
     if len(usable) < k:
-        raise ConfigError(f"only {len(usable)} sentences have the {prompt_words + 2} words needed for a prompt "
-                          f"and an ending; {k} are needed for K={k} responses per prompt")
+        raise ConfigError(
+            f"only {len(usable)} sentences have the {prompt_words + 2} words needed for a prompt "
+            f"and an ending; {k} are needed for K={k} responses per prompt"
+        )
     by_label = {label: [s for s in usable if s.label == label] for label in (0, 1)}
     groups = []
     for own in rng.sample(usable, min(n_prompts, len(usable))):
@@ -96,15 +105,16 @@ def make_ranked_groups(sentences: list[Sentence], n_prompts: int, k: int, prompt
     return groups
 
 
-def _other_sentences(own: Sentence, usable: list[Sentence], by_label: dict, n: int, labeller: str,
-                     rng: random.Random) -> list[Sentence]:
+def _other_sentences(
+    own: Sentence, usable: list[Sentence], by_label: dict, n: int, labeller: str, rng: random.Random
+) -> list[Sentence]:
     """`n` other sentences to take endings from. The human labeller needs both labels in a group: about half
     come from the opposite label (at least one), the rest from the same label."""
     if labeller == "gold":
         return [s for s in rng.sample(usable, n + 1) if s is not own][:n]
     n_opposite = max(1, (n + 1) // 2)
     opposite = rng.sample(by_label[1 - own.label], n_opposite)
-    same = [s for s in rng.sample(by_label[own.label], n - n_opposite + 1) if s is not own][:n - n_opposite]
+    same = [s for s in rng.sample(by_label[own.label], n - n_opposite + 1) if s is not own][: n - n_opposite]
     return opposite + same
 
 
@@ -138,8 +148,10 @@ def label_index(config, label: str | int | None) -> int:
     if config.num_labels == 1:
         return 0
     if label is None:
-        raise ConfigError(f"the reward model has {config.num_labels} labels {dict(config.id2label)}; name the "
-                          f"one whose logit is the reward (e.g. the positive label)")
+        raise ConfigError(
+            f"the reward model has {config.num_labels} labels {dict(config.id2label)}; name the "
+            f"one whose logit is the reward (e.g. the positive label)"
+        )
     if isinstance(label, int):
         if not 0 <= label < config.num_labels:
             raise ConfigError(f"label index {label} is out of range for {config.num_labels} labels")
@@ -169,7 +181,7 @@ def train_reward_model(model, tokenizer, groups: list[RankedGroup], settings: Te
     for _ in range(settings.rm_epochs):
         order = rng.sample(groups, len(groups))
         for first in range(0, len(order), settings.rm_batch_prompts):
-            rewards, scores = group_rewards(model, tokenizer, order[first:first + settings.rm_batch_prompts])
+            rewards, scores = group_rewards(model, tokenizer, order[first : first + settings.rm_batch_prompts])
             loss = ranking_loss(rewards, scores)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -178,9 +190,14 @@ def train_reward_model(model, tokenizer, groups: list[RankedGroup], settings: Te
             schedule.step()
             step += 1
             if step % max(1, total_steps // 10) == 0:
-                log.info("RM step %d/%d loss %.3f, batch pairwise accuracy %.2f, %.1f s", step, total_steps,
-                         loss.item(), pairwise_accuracy(rewards.detach(), scores),
-                         time.perf_counter() - start)
+                log.info(
+                    "RM step %d/%d loss %.3f, batch pairwise accuracy %.2f, %.1f s",
+                    step,
+                    total_steps,
+                    loss.item(),
+                    pairwise_accuracy(rewards.detach(), scores),
+                    time.perf_counter() - start,
+                )
     model.eval()
 
 
@@ -188,7 +205,8 @@ def train_reward_model(model, tokenizer, groups: list[RankedGroup], settings: Te
 def evaluate_ranking(model, tokenizer, groups: list[RankedGroup], batch_groups: int = 32) -> dict[str, float]:
     """Held-out ranking loss and pairwise accuracy."""
     model.eval()
-    rewards, scores = zip(*(group_rewards(model, tokenizer, groups[i:i + batch_groups])
-                            for i in range(0, len(groups), batch_groups)))
+    rewards, scores = zip(
+        *(group_rewards(model, tokenizer, groups[i : i + batch_groups]) for i in range(0, len(groups), batch_groups))
+    )
     rewards, scores = torch.cat(rewards), torch.cat(scores)
     return {"loss": ranking_loss(rewards, scores).item(), "pairwise_accuracy": pairwise_accuracy(rewards, scores)}

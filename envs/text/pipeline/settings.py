@@ -45,8 +45,9 @@ class TextModelSettings:
         2-core machine busy with other jobs, two threads ran these small models 5 to 20 times slower than one).
     """
 
-    text_files: list[str] = field(default_factory=lambda: [str(RT_POLARITY / "rt-polarity.pos"),
-                                                           str(RT_POLARITY / "rt-polarity.neg")])
+    text_files: list[str] = field(
+        default_factory=lambda: [str(RT_POLARITY / "rt-polarity.pos"), str(RT_POLARITY / "rt-polarity.neg")]
+    )
     file_labels: list[int] = field(default_factory=lambda: [1, 0])
     labeller: str = "gold"
     heldout_fraction: float = 0.1
@@ -69,9 +70,22 @@ class TextModelSettings:
     torch_threads: int = 1
 
     def __post_init__(self):
-        positive = ("vocab_size", "context_length", "n_layer", "n_embd", "n_head", "lm_epochs", "lm_batch_size",
-                    "lm_learning_rate", "prompt_words", "rm_prompts", "rm_epochs", "rm_batch_prompts",
-                    "rm_learning_rate", "torch_threads")
+        positive = (
+            "vocab_size",
+            "context_length",
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "lm_epochs",
+            "lm_batch_size",
+            "lm_learning_rate",
+            "prompt_words",
+            "rm_prompts",
+            "rm_epochs",
+            "rm_batch_prompts",
+            "rm_learning_rate",
+            "torch_threads",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
@@ -86,9 +100,11 @@ class TextModelSettings:
         if not self.text_files:
             raise ConfigError("text_files is empty; give at least one text file, one sentence per line")
         if self.labeller == "human" and len(self.file_labels) != len(self.text_files):
-            raise ConfigError(f"labeller=human needs one label per text file: {len(self.text_files)} text_files "
-                              f"but file_labels={list(self.file_labels)}; give file_labels, or labeller=gold "
-                              f"to rank by the gold scorer")
+            raise ConfigError(
+                f"labeller=human needs one label per text file: {len(self.text_files)} text_files "
+                f"but file_labels={list(self.file_labels)}; give file_labels, or labeller=gold "
+                f"to rank by the gold scorer"
+            )
 
     def fingerprint(self) -> str:
         """A short hash of every setting, with the text files as absolute paths."""
