@@ -58,13 +58,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     config = check_config(cfg, Hyperparameters)
     hp = config.algo
     run = start_run(config, "a2c", run_dir, Segments(hp.num_steps, hp.gamma), kl_target=None)
-    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
+    agent, rollout = run.agent, run.rollout
     params = list(agent.parameters())
     optimizer = torch.optim.RMSprop(params, lr=hp.learning_rate, alpha=hp.rms_alpha, eps=hp.rms_eps, foreach=True)
-    first_update, state = run.start({"optimizer": optimizer}, {})
+    state = run.start({"optimizer": optimizer}, {})
 
-    for update in range(first_update, num_updates):
-        lr = hp.learning_rate * ((1.0 - update / num_updates) if hp.anneal_lr else 1.0)
+    for update in run.updates():
+        lr = hp.learning_rate * ((1.0 - run.progress()) if hp.anneal_lr else 1.0)
         optimizer.param_groups[0]["lr"] = lr
         batch = rollout.collect(hp.gae_lambda)
         adv = batch.advantages

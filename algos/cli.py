@@ -26,13 +26,19 @@ EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128  # a signal exits 128 +
 
 
 def differing_settings(saved: DictConfig, given: DictConfig) -> list[str]:
-    saved_flat = {k: v for k, v in _flatten(OmegaConf.to_container(saved, resolve=True)).items() if k != "resume"}
-    given_flat = {k: v for k, v in _flatten(OmegaConf.to_container(given, resolve=True)).items() if k != "resume"}
+    saved_flat = {k: v for k, v in _flatten(_as_dict(saved)).items() if k != "resume"}
+    given_flat = {k: v for k, v in _flatten(_as_dict(given)).items() if k != "resume"}
     return [
         f"{k} (saved {saved_flat.get(k)!r}, given {given_flat.get(k)!r})"
         for k in sorted(saved_flat.keys() | given_flat.keys())
         if saved_flat.get(k) != given_flat.get(k)
     ]
+
+
+def _as_dict(cfg: DictConfig) -> dict:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return container
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -57,6 +63,7 @@ def config_for_run_dir(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if not (run_dir / "checkpoint.pt").exists() or not saved_path.exists():
         return cfg
     saved = OmegaConf.load(saved_path)
+    assert isinstance(saved, DictConfig)  # a run folder's config.yaml is the mapping RunFolder.open wrote
     given = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra."))]
     if cfg.resume is not None and not given:
         saved.resume = cfg.resume
@@ -100,7 +107,7 @@ def run_job(cfg: DictConfig) -> float:
             )
         )
     except Preempted as err:
-        sys.exit(_fail(f"tokengym: {err}", EXIT_SIGNAL + signal.Signals[StopSignal.received].value))
+        sys.exit(_fail(f"tokengym: {err}", EXIT_SIGNAL + signal.Signals[str(StopSignal.received)].value))
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)

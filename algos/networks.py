@@ -44,7 +44,7 @@ class NatureCNN(nn.Module):
             nn.Flatten(),
             layer_init(nn.Linear(64 * 7 * 7, 512)),
             nn.ReLU(),
-        ).to(memory_format=torch.channels_last)
+        ).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # one pass converts the dtype and the layout, a second scales in place

@@ -51,12 +51,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     config = check_config(cfg, Hyperparameters)
     hp = config.algo
     run = start_run(config, "pg", run_dir, Segments(hp.num_steps, hp.gamma), kl_target=None)
-    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
+    agent, rollout = run.agent, run.rollout
     policy_opt = torch.optim.Adam(agent.actor_parameters(), lr=hp.learning_rate)
     value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
-    first_update, state = run.start({"policy": policy_opt, "value": value_opt}, {})
+    state = run.start({"policy": policy_opt, "value": value_opt}, {})
 
-    for update in range(first_update, num_updates):
+    for update in run.updates():
         batch = rollout.collect(gae_lambda=1.0)  # lambda = 1: returns are the reward-to-go G_t
         adv = batch.advantages
         if hp.norm_adv:

@@ -73,11 +73,14 @@ class Hyperparameters:
         )
 
 
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t) per sample: the term eq. 7 averages."""
+    return torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages)
+
+
 def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
     """-L^CLIP (eq. 7), negated for gradient descent."""
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages
-    return -torch.min(unclipped, clipped).mean()
+    return -clipped_surrogate(ratio, advantages, clip_coef).mean()
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -90,7 +93,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
         kl_target=hp.target_kl,
     )
-    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
+    agent, rollout = run.agent, run.rollout
     require(
         not hp.ptx_coef or isinstance(agent, PretrainingAgent),
         f"algo.ptx_coef={hp.ptx_coef} (PPO-ptx) needs an agent with pre-training data, such as the text "
@@ -98,10 +101,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     )
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
-    first_update, state = run.start({"optimizer": optimizer}, {})
+    state = run.start({"optimizer": optimizer}, {})
 
-    for update in range(first_update, num_updates):
-        remaining = 1.0 - update / num_updates
+    for update in run.updates():
+        remaining = 1.0 - run.progress()
         lr = hp.learning_rate * (remaining if hp.anneal_lr else 1.0)
         clip = hp.clip_coef * (remaining if hp.anneal_clip else 1.0)
         optimizer.param_groups[0]["lr"] = lr

@@ -86,14 +86,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
         kl_target=hp.target_kl,
     )
-    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
+    agent, rollout = run.agent, run.rollout
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=hp.learning_rate, eps=hp.adam_eps, fused=True)
-    first_update, state = run.start({"optimizer": optimizer}, {"beta": hp.init_beta})
+    state = run.start({"optimizer": optimizer}, {"beta": hp.init_beta})
     beta = state["beta"]
 
-    for update in range(first_update, num_updates):
-        lr = hp.learning_rate * ((1.0 - update / num_updates) if hp.anneal_lr else 1.0)
+    for update in run.updates():
+        lr = hp.learning_rate * ((1.0 - run.progress()) if hp.anneal_lr else 1.0)
         optimizer.param_groups[0]["lr"] = lr
         batch = rollout.collect(hp.gae_lambda)
         with torch.no_grad():

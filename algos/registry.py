@@ -11,7 +11,7 @@ import importlib
 
 from hydra.core.config_store import ConfigStore
 
-ALGORITHMS = ("pg", "a2c", "trpo", "ppo_penalty", "ppo_clip", "seqgan")
+ALGORITHMS = ("pg", "a2c", "trpo", "ppo_penalty", "ppo_clip", "grpo", "rloo", "seqgan")
 
 
 def hyperparameters(name: str) -> type:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from algos.evaluation import evaluate_policy, record_video
+from algos.group_rollout import GroupRollout
 from algos.networks import make_agent
 from algos.rollout import KLController, Rollout
 from algos.run_folder import RunFolder, check_checkpoint_fits
@@ -26,6 +29,7 @@ from core.info import KL_COEF_TAG, SAMPLES_TAG, VectorEnvSettings
 from envs import make_vector_env, vector_env_settings
 
 log = logging.getLogger("tokengym")
+R = TypeVar("R", Rollout, GroupRollout)
 
 
 def seed_everything(seed: int, torch_threads: int) -> None:
@@ -48,7 +52,7 @@ class Segments:
     minibatch_by: str = "sample"
 
 
-def start_run(config: Config, algo: str, run_dir: Path, segments: Segments, kl_target: float | None) -> Run:
+def start_run(config: Config, algo: str, run_dir: Path, segments: Segments, kl_target: float | None) -> Run[Rollout]:
     """Seeds, environments, agent and rollout for `algo`; `kl_target` is the per-update KL bound the algorithm
     aims at (None: none), which the run's alarm watches. `Run.start` then resumes from the folder's checkpoint, if
     it holds one."""
@@ -84,6 +88,35 @@ def start_run(config: Config, algo: str, run_dir: Path, segments: Segments, kl_t
     return Run(config, algo, run_dir, agent, rollout, config.run.total_timesteps // batch_size, kl_target)
 
 
+def start_group_run(
+    config: Config,
+    algo: str,
+    run_dir: Path,
+    group_size: int,
+    max_episode_steps: int,
+    num_minibatches: int,
+    kl_target: float | None,
+) -> Run[GroupRollout]:
+    """As `start_run`, for the group-relative algorithms: `env.num_envs / group_size` groups of whole episodes per
+    update (algos/group_rollout.py), each update's episodes cut into `num_minibatches` sets."""
+    env = vector_env_settings(config.env)
+    require(
+        env.num_envs % group_size == 0 and env.num_envs >= group_size,
+        f"env.num_envs={env.num_envs} is not a multiple of algo.group_size={group_size}: the environments form "
+        f"groups of {group_size}; set env.num_envs to a multiple of it, e.g. "
+        f"{group_size * max(1, env.num_envs // group_size)}",
+    )
+    require(
+        env.num_envs % num_minibatches == 0,
+        f"algo.num_minibatches={num_minibatches} must divide env.num_envs={env.num_envs}, the episodes per update",
+    )
+    envs, agent = _environments_and_agent(config, env)
+    rollout = GroupRollout(
+        envs, agent, group_size, max_episode_steps, config.run.seed, _kl_controller(env), env_name=f"env.id={env.id}"
+    )
+    return Run(config, algo, run_dir, agent, rollout, None, kl_target)
+
+
 def _environments_and_agent(config: Config, env: VectorEnvSettings) -> tuple[gym.vector.VectorEnv, AgentContract]:
     seed_everything(config.run.seed, config.run.torch_threads)
     envs = make_vector_env(env, env.num_envs, training=True)
@@ -95,7 +128,7 @@ def _kl_controller(env: VectorEnvSettings) -> KLController | None:
     return KLController(penalty) if penalty else None
 
 
-class Run(RunFolder):
+class Run(RunFolder, Generic[R]):
     """`start` resumes from the folder's checkpoint when there is one; `end_update` is called once per update;
     `finish` writes the final checkpoint, evaluates the policy and writes the summary."""
 
@@ -105,23 +138,43 @@ class Run(RunFolder):
         algo: str,
         run_dir: Path,
         agent: AgentContract,
-        rollout: Rollout,
-        num_updates: int,
+        rollout: R,
+        num_updates: int | None,
         kl_target: float | None,
     ):
         super().__init__(config, algo, run_dir)
-        self.agent, self.rollout, self.num_updates, self.kl_target = agent, rollout, num_updates, kl_target
-        self.log_every = max(1, num_updates // 1000)  # at most about a thousand points per loss curve
+        self.rollout: R = rollout
+        self.agent, self.num_updates, self.kl_target = agent, num_updates, kl_target
+        # at most about a thousand points per loss curve
+        self.log_every = max(1, num_updates // 1000) if num_updates is not None else 1
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.next_update = 0
 
-    def start(self, optimizers: dict[str, torch.optim.Optimizer], algo_state: dict) -> tuple[int, dict]:
-        """Returns (first update to run, algorithm state), both from the checkpoint when resuming."""
+    def start(self, optimizers: dict[str, torch.optim.Optimizer], algo_state: dict) -> dict:
+        """Returns the algorithm's state, from the checkpoint when resuming (and the updates continue there)."""
         self.optimizers, first_update = optimizers, 0
         if self.checkpoint_path.exists():
             first_update, algo_state = self._restore()
         self.open(purge_step=self.rollout.global_step + 1 if first_update else None)
-        self.start_step = self.rollout.global_step
-        return first_update, algo_state
+        self.start_step, self.next_update = self.rollout.global_step, first_update
+        return algo_state
+
+    def updates(self) -> Iterator[int]:
+        """The updates left to run (call after `start`): up to `num_updates`, or, where batches vary in length (the
+        group algorithms' whole episodes), until the rollouts have taken `total_timesteps` environment steps."""
+        while not self._budget_spent():
+            yield self.next_update
+
+    def progress(self) -> float:
+        """The fraction of the training budget spent, for schedules (a learning rate annealed to 0)."""
+        if self.num_updates is not None:
+            return self.next_update / self.num_updates
+        return min(1.0, self.rollout.global_step / self.config.run.total_timesteps)
+
+    def _budget_spent(self) -> bool:
+        if self.num_updates is not None:
+            return self.next_update >= self.num_updates
+        return self.rollout.global_step >= self.config.run.total_timesteps
 
     def _restore(self) -> tuple[int, dict]:
         checkpoint = load_checkpoint(self.checkpoint_path)
@@ -156,9 +209,10 @@ class Run(RunFolder):
     def end_update(self, update: int, scalars: dict[str, float], algo_state: dict) -> None:
         self._check_finite(update, scalars)
         self._log(update, scalars)
+        self.next_update = update + 1
         if self.checkpoint_due():
-            self.save_checkpoint(update + 1, algo_state)
-        self.stop_if_signalled("update", update + 1, self.num_updates)
+            self.save_checkpoint(self.next_update, algo_state)
+        self.stop_if_signalled("update", self.next_update, self.num_updates)
 
     def _check_finite(self, update: int, scalars: dict[str, float]) -> None:
         self.check_finite(f"update {update}", scalars)
@@ -185,7 +239,7 @@ class Run(RunFolder):
         for step, ret, length in episodes:
             self.writer.add_scalar("charts/episodic_return", ret, step)
             self.writer.add_scalar("charts/episodic_length", length, step)
-        if update % self.log_every == 0 or update == self.num_updates - 1:
+        if update % self.log_every == 0 or self._budget_spent():
             step = self.rollout.global_step
             sps = (step - self.start_step) / (time.perf_counter() - self.start_time)
             metrics = {tag: float(np.mean(v)) for tag, v in self.rollout.episode_metrics.items() if v}
@@ -200,7 +254,7 @@ class Run(RunFolder):
     def finish(self, algo_state: dict) -> dict:
         """Final checkpoint, final evaluation, summary.json; returns the summary."""
         wall, steps, settings = self.wall_clock(), self.rollout.global_step, self.config.run
-        self.save_checkpoint(self.num_updates, algo_state)
+        self.save_checkpoint(self.next_update, algo_state)
         returns = evaluate_policy(self.agent, self.config.env, settings.eval_episodes, settings.seed + 10_000)
         self.writer.add_scalar("eval/mean_return", float(returns.mean()), steps)
         if settings.capture_video:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from algos.settings import Config
+from core.agent import AgentContract
 from core.errors import CheckpointError, NonFiniteError, Preempted
 from core.files import atomic_write, load_checkpoint
 
@@ -64,7 +64,7 @@ def check_checkpoint_meta(checkpoint: dict, path: Path, algo: str, env_id: str) 
         )
 
 
-def check_checkpoint_fits(checkpoint: dict, path: Path, algo: str, env_id: str, agent: nn.Module) -> None:
+def check_checkpoint_fits(checkpoint: dict, path: Path, algo: str, env_id: str, agent: AgentContract) -> None:
     check_checkpoint_meta(checkpoint, path, algo, env_id)
     ours = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
@@ -121,10 +121,11 @@ class RunFolder:
         atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
         self.last_checkpoint_time = time.perf_counter()
 
-    def stop_if_signalled(self, unit: str, done: int, total: int) -> None:
+    def stop_if_signalled(self, unit: str, done: int, total: int | None) -> None:
         if StopSignal.received:
+            of_total = f" of {total}" if total is not None else ""
             raise Preempted(
-                f"{StopSignal.received} received: stopped after {unit} {done} of {total} with a "
+                f"{StopSignal.received} received: stopped after {unit} {done}{of_total} with a "
                 f"checkpoint; continue with resume={self.dir}"
             )
 

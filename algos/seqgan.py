@@ -37,6 +37,7 @@ from algos.settings import check_config
 from core.checks import require, require_choice, require_positive
 from envs import make_sequence_task
 from envs.sequences import (
+    Generator,
     LSTMLanguageModel,
     SequenceTask,
     TransformerLanguageModel,
@@ -53,7 +54,7 @@ def discriminator_loss(disc: Discriminator, sequences: torch.Tensor, labels: tor
     return F.cross_entropy(disc(sequences), labels) + l2 * penalty
 
 
-def mle_loss(generator: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
+def mle_loss(generator: Generator, sequences: torch.Tensor) -> torch.Tensor:
     return -token_log_likelihoods(generator.logits(sequences), sequences).mean()
 
 
@@ -68,7 +69,7 @@ def advantages(rewards: torch.Tensor, baseline: bool) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- rewards (eq. 4)
 def monte_carlo_rewards(
-    rollout_policy: nn.Module, disc: Discriminator, sequences: torch.Tensor, rollout_num: int
+    rollout_policy: Generator, disc: Discriminator, sequences: torch.Tensor, rollout_num: int
 ) -> torch.Tensor:
     """[B, T] Q(Y_1:t-1, y_t): for t < T the mean D over `rollout_num` completions of Y_1:t by the rollout
     policy, all N copies of the batch completed in one batch; for t = T, D(Y_1:T) itself."""
@@ -84,7 +85,7 @@ def monte_carlo_rewards(
 
 
 @torch.no_grad()
-def update_rollout_policy(rollout_policy: nn.Module, generator: nn.Module, rate: float) -> None:
+def update_rollout_policy(rollout_policy: Generator, generator: Generator, rate: float) -> None:
     """beta <- rate * beta + (1 - rate) * theta; embedding tables are copied outright (the authors' code)."""
     for (name, beta), theta in zip(rollout_policy.named_parameters(), generator.parameters()):
         module = rollout_policy.get_submodule(name.rsplit(".", 1)[0]) if "." in name else rollout_policy
@@ -170,7 +171,7 @@ class Hyperparameters:
 
 # -------------------------------------------------------------------------------------------- generator steps
 def generator_step(
-    generator: nn.Module,
+    generator: Generator,
     optimizer: torch.optim.Optimizer,
     samples: torch.Tensor,
     rewards: torch.Tensor,
@@ -201,7 +202,7 @@ def _optimise(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Te
     return loss.item()
 
 
-def mle_epoch(generator: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor, hp: Hyperparameters) -> float:
+def mle_epoch(generator: Generator, optimizer: torch.optim.Optimizer, real: torch.Tensor, hp: Hyperparameters) -> float:
     losses = [
         _optimise(generator, optimizer, mle_loss(generator, real[idx]), hp.grad_clip)
         for idx in torch.randperm(len(real)).split(hp.batch_size)
@@ -210,7 +211,7 @@ def mle_epoch(generator: nn.Module, optimizer: torch.optim.Optimizer, real: torc
 
 
 def discriminator_round(
-    disc: Discriminator, optimizer: torch.optim.Optimizer, generator: nn.Module, real: torch.Tensor, hp: Hyperparameters
+    disc: Discriminator, optimizer: torch.optim.Optimizer, generator: Generator, real: torch.Tensor, hp: Hyperparameters
 ) -> tuple[float, float]:
     """Fresh negatives from the generator, then `dis_epochs` epochs over real + generated: (the last epoch's
     mean loss, accuracy after the round)."""
@@ -229,7 +230,7 @@ def discriminator_round(
 
 
 # ------------------------------------------------------------------------------------------------- the run
-def make_generator(task: SequenceTask, hp: Hyperparameters) -> nn.Module:
+def make_generator(task: SequenceTask, hp: Hyperparameters) -> Generator:
     if hp.generator == "lstm":
         return LSTMLanguageModel(task.vocab_size, hp.embedding_dim, hp.hidden_dim, task.start_token)
     if task.pretrained_generator:
@@ -284,8 +285,8 @@ def adversarial_epoch(
     run: SeqGANRun,
     hp: Hyperparameters,
     task: SequenceTask,
-    generator: nn.Module,
-    rollout_policy: nn.Module,
+    generator: Generator,
+    rollout_policy: Generator,
     disc: Discriminator,
     gen_opt: torch.optim.Optimizer,
     dis_opt: torch.optim.Optimizer,

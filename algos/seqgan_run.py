@@ -12,7 +12,7 @@ from torch import nn
 from algos.run_folder import RunFolder
 from algos.settings import Config
 from core.errors import CheckpointError, ConfigError
-from envs.sequences import SequenceTask, generate
+from envs.sequences import Generator, SequenceTask, generate
 
 log = logging.getLogger("tokengym")
 
@@ -145,7 +145,7 @@ class SeqGANRun(RunFolder):
         )
 
 
-def evaluate_generator(run: SeqGANRun, generator: nn.Module, task: SequenceTask, step: int, phase: str) -> None:
+def evaluate_generator(run: SeqGANRun, generator: Generator, task: SequenceTask, step: int, phase: str) -> None:
     """Metrics of fresh samples, drawn from their own random stream so that evaluating leaves training (and a
     resumed run) unchanged."""
     with torch.random.fork_rng():

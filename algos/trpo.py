@@ -12,7 +12,7 @@ measured KL_bar <= delta; if none does, the policy stays put. The value function
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -67,18 +67,18 @@ class Hyperparameters:
         require_fraction(self, "gamma", "gae_lambda")
 
 
-def flat_grad(output: torch.Tensor, params: list[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
+def flat_grad(output: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(output, params, create_graph=create_graph)])
 
 
 # torch's parameters_to_vector and vector_to_parameters view each parameter as flat, which fails for the
 # channels-last convolution weights of the Nature CNN; reshape and copy_ keep any memory layout.
-def flat_params(params: list[torch.Tensor]) -> torch.Tensor:
+def flat_params(params: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
 @torch.no_grad()
-def set_flat_params(x: torch.Tensor, params: list[torch.Tensor]) -> None:
+def set_flat_params(x: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
     for p, chunk in zip(params, x.split([p.numel() for p in params])):
         p.copy_(chunk.view_as(p))
 
@@ -135,7 +135,7 @@ def surrogate_and_kl(
 
 
 def surrogate_and_kl_at(
-    params: list[torch.Tensor],
+    params: Sequence[torch.Tensor],
     agent: AgentContract,
     batch: Batch,
     advantages: torch.Tensor,
@@ -155,7 +155,7 @@ def mean_kl(agent: AgentContract, obs: torch.Tensor, old_dist: Distribution) -> 
 
 
 def fisher_vector_product(
-    mean_kl: Callable[[], torch.Tensor], params: list[torch.Tensor], v: torch.Tensor, damping: float
+    mean_kl: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], v: torch.Tensor, damping: float
 ) -> torch.Tensor:
     """(F + damping I) v, F the Hessian of KL_bar at the current parameters (the Fisher matrix), by a double
     backward: F v = grad((grad KL_bar) . v). PyTorch's fused attention kernels have no double backward, so
@@ -175,12 +175,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         Segments(hp.num_steps, hp.gamma, hp.num_minibatches, hp.minibatch_by),
         kl_target=hp.max_kl,
     )
-    agent, rollout, num_updates = run.agent, run.rollout, run.num_updates
+    agent, rollout = run.agent, run.rollout
     value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
     policy_params = agent.actor_parameters()
-    first_update, state = run.start({"value": value_opt}, {})
+    state = run.start({"value": value_opt}, {})
 
-    for update in range(first_update, num_updates):
+    for update in run.updates():
         batch = rollout.collect(hp.gae_lambda)
         adv = normalize_advantages(batch.advantages) if hp.norm_adv else batch.advantages
         with torch.no_grad():

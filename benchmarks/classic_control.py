@@ -74,8 +74,12 @@ def main() -> None:
 
     runs_dir = ROOT / "results" / "runs" / args.name
     jobs = [(a, e, s) for e in args.envs for a in args.algos for s in args.seeds]
+
+    def run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict | str]:
+        return run_job(*job, runs_dir)
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda j: run_job(*j, runs_dir), jobs))
+        results = list(pool.map(run_one, jobs))
     rows = table_rows(results)
 
     command = (

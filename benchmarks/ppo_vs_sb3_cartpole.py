@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -78,7 +79,8 @@ def run_sb3(seed: int, steps: int) -> dict:
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - start
     eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
-    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
+    # SB3 annotates both return shapes as one union; without return_episode_rewards it is (mean, std)
+    mean, _ = cast(tuple[float, float], evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True))
     return {"wall_s": wall, "eval_mean": float(mean), "steps": int(model.num_timesteps)}
 
 

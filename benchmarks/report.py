@@ -247,32 +247,33 @@ def curve_on_grid(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray) -> n
 # --------------------------------------------------------------------------------------------------- tables
 def env_row(label: str, runs: list[Run], threshold: float | None) -> dict:
     done = [r for r in runs if r.summary is not None]
-    finals = np.array([r.summary["eval"]["mean"] for r in done])
+    summaries = [r.summary for r in done if r.summary is not None]  # the same runs, typed as finished
+    finals = np.array([s["eval"]["mean"] for s in summaries])
     row = {"algorithm": label, "runs": len(done), "failed": len(runs) - len(done)}
     if not done:
         return row
     low, high = stats.stratified_bootstrap_ci([finals], stats.mean) if len(done) > 1 else (np.nan, np.nan)
     row.update(
         {
-            "env_steps": np.mean([r.summary["total_env_steps"] for r in done]),
+            "env_steps": np.mean([s["total_env_steps"] for s in summaries]),
             "final_return_mean": finals.mean(),
             "ci_low": low,
             "ci_high": high,
         }
     )
-    with_curves = [r for r in done if r.episodes is not None]
-    if with_curves:
-        row["end_training_return_mean"] = np.mean([r.episodes[1][-END_WINDOW:].mean() for r in with_curves])
-    if threshold is not None and with_curves:
-        hits = np.array([steps_to_threshold(*r.episodes, threshold) for r in with_curves])
+    curves = [r.episodes for r in done if r.episodes is not None]
+    if curves:
+        row["end_training_return_mean"] = np.mean([returns[-END_WINDOW:].mean() for _, returns in curves])
+    if threshold is not None and curves:
+        hits = np.array([steps_to_threshold(steps, returns, threshold) for steps, returns in curves])
         row.update(
             {"steps_to_threshold_median": float(np.median(hits)), "reached": f"{np.isfinite(hits).sum()}/{len(hits)}"}
         )
     row.update(
         {
-            "wall_time_s": np.mean([r.summary["wall_clock_s"] for r in done]),
-            "steps_per_second": np.mean([r.summary["steps_per_second"] for r in done]),
-            "per_seed_final_returns": " ".join(f"{r.seed}:{r.summary['eval']['mean']:g}" for r in done),
+            "wall_time_s": np.mean([s["wall_clock_s"] for s in summaries]),
+            "steps_per_second": np.mean([s["steps_per_second"] for s in summaries]),
+            "per_seed_final_returns": " ".join(f"{r.seed}:{s['eval']['mean']:g}" for r, s in zip(done, summaries)),
         }
     )
     return row
@@ -330,12 +331,20 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def final_return(run: Run) -> float:
+    """The final evaluation's mean return of a finished run."""
+    if run.summary is None:
+        raise ReportError(f"{run.folder} has no summary.json: the run did not finish")
+    return run.summary["eval"]["mean"]
+
+
 def normalised_scores(runs: list[Run], env_id: str) -> np.ndarray:
     """(final return - random policy's) / (reward threshold - random policy's): 0 = random, 1 = threshold."""
     random_score = random_policy_return(env_id)
-    return np.array(
-        [(r.summary["eval"]["mean"] - random_score) / (reward_threshold(env_id) - random_score) for r in runs]
-    )
+    threshold = reward_threshold(env_id)
+    if threshold is None:
+        raise ReportError(f"{env_id} has no registered reward threshold to normalise scores by")
+    return np.array([(final_return(r) - random_score) / (threshold - random_score) for r in runs])
 
 
 def aggregate_rows(runs: list[Run], env_ids: list[str]) -> list[dict]:
@@ -422,7 +431,8 @@ def plot_env(env_id: str, runs: list[Run], colors: dict[str, str], path: Path) -
 def label_colors(labels: list[str]) -> dict[str, str]:
     import matplotlib
 
-    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
+    # the registry is typed as Colormap; tab10 and tab20 are ListedColormaps, whose .colors is the list of colours
+    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"].colors  # type: ignore[attr-defined]
     return {
         label: matplotlib.colors.to_hex(palette[i % len(palette)])
         for i, label in enumerate(sorted(labels, key=label_order))

@@ -28,6 +28,7 @@ import platform
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import hydra
 import numpy as np
@@ -36,6 +37,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from algos.cli import CONF_DIR
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
 PEERS = {
     "a2c": ("sb3_a2c", "stable-baselines3", "A2C"),
@@ -129,6 +133,7 @@ def peer_kwargs(cfg: DictConfig) -> dict:
 
 
 def make_peer(cfg: DictConfig, envs):
+    Peer: type[BaseAlgorithm]
     if cfg.algo.name == "trpo":
         from sb3_contrib import TRPO as Peer
     else:
@@ -217,7 +222,9 @@ def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     # Written first, so that a run failing from here on is reported under the peer's name.
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml({**OmegaConf.to_container(cfg, resolve=True), "peer": peer}))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)  # a DictConfig becomes a dict
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml({**config, "peer": peer}))
     check_matchable(cfg)
     torch.set_num_threads(cfg.torch_threads)
     batch = cfg.env.num_envs * cfg.algo.num_steps
@@ -230,10 +237,14 @@ def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
     wall = time.perf_counter() - start
 
     eval_envs = make_peer_envs(cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
-    returns, _ = evaluate_policy(
-        model, eval_envs, n_eval_episodes=cfg.eval_episodes, deterministic=True, return_episode_rewards=True
+    # SB3 annotates both return shapes as one union; with return_episode_rewards it is (returns, lengths)
+    episode_returns, _ = cast(
+        tuple[list[float], list[int]],
+        evaluate_policy(
+            model, eval_envs, n_eval_episodes=cfg.eval_episodes, deterministic=True, return_episode_rewards=True
+        ),
     )
-    returns = np.asarray(returns, dtype=float)
+    returns = np.asarray(episode_returns, dtype=float)
     summary = {
         "algo": name,
         "env": cfg.env.id,

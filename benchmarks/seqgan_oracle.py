@@ -80,7 +80,9 @@ def temperature_frontier(pre_dir: Path) -> list[dict]:
 
 def authors_curve() -> tuple[list[int], list[float]]:
     """(epoch on the MLE + adversarial axis, NLL-oracle) from the authors' log (epochs restart at 0)."""
-    epochs, values, offset = [], [], 0
+    epochs: list[int] = []
+    values: list[float] = []
+    offset = 0
     for line in AUTHORS_LOG.read_text().splitlines():
         if line.startswith("adversarial"):
             offset = epochs[-1] + 5
@@ -130,7 +132,8 @@ def frontier_nll_at(frontier: list[dict], distinct_2: float) -> float | None:
     points = sorted((row["distinct_2"], row["nll_oracle"]) for row in frontier)
     if not points[0][0] <= distinct_2 <= points[-1][0]:
         return None
-    return float(np.interp(distinct_2, *zip(*points)))
+    xs, ys = zip(*points)
+    return float(np.interp(distinct_2, xs, ys))
 
 
 def results_table(results: dict[int, dict[str, dict]], variants: list[str]) -> list[str]:

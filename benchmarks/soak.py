@@ -48,6 +48,7 @@ def long_run(overrides: list[str], every: float, run_dir: Path) -> list[tuple[fl
             samples.append((time.time() - start, *point))
         time.sleep(every)
     if proc.returncode != 0:
+        assert proc.stderr is not None  # stderr=PIPE above
         sys.exit(f"the long run failed: {proc.stderr.read().decode()[-2000:]}")
     return samples
 

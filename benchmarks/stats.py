@@ -11,12 +11,16 @@ With one task, the bootstrap is the ordinary bootstrap of the mean over seeds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 from scipy.stats import trim_mean
 
-Statistic = Callable[[np.ndarray], np.ndarray]  # (reps, runs) -> (reps,)
+
+class Statistic(Protocol):
+    """A statistic over the runs axis: (reps, runs) -> (reps,) with axis=1."""
+
+    def __call__(self, scores: np.ndarray, /, axis: int = ...) -> np.ndarray: ...
 
 
 def iqm(scores: np.ndarray, axis: int = -1) -> np.ndarray:

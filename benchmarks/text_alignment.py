@@ -130,7 +130,8 @@ def main() -> None:
     out, run_root = ROOT / "results" / name, ROOT / "results" / "runs" / name
     out.mkdir(parents=True, exist_ok=True)
 
-    rows, walls, curves, best_of = {}, {}, {}, {}
+    rows, walls, curves = {}, {}, {}
+    best_of: dict = {}  # {row name: metrics} of the best-of-N rows, from the first run
     for seed in args.seeds:
         run_dir, walls[seed] = train(args.algo, seed, args.overrides, run_root)
         _, evaluated = evaluate_rows(run_dir, args.prompts, args.best_of if not best_of else [], seed=0)

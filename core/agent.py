@@ -76,7 +76,8 @@ class PretrainingAgent(Protocol):
 def layer_init(layer: nn.Linear | nn.Conv2d, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
     """Orthogonal weights and constant bias (Huang et al. 2022, detail 2)."""
     nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
+    if layer.bias is not None:
+        nn.init.constant_(layer.bias, bias)
     return layer
 
 

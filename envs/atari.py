@@ -33,6 +33,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 from ale_py import roms
+from ale_py.env import AtariEnv
 from ale_py.vector_env import AtariVectorEnv
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorWrapper
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
@@ -173,6 +174,13 @@ class FireOnReset(gym.Wrapper):
         return obs, info
 
 
+def action_meanings(env: gym.Env) -> list[str]:
+    """The names of the game's actions (ALE ids are made by ale_py's AtariEnv)."""
+    game = env.unwrapped
+    assert isinstance(game, AtariEnv)
+    return game.get_action_meanings()
+
+
 def python_single_env(settings: Settings, video_folder: str | None = None) -> gym.Env:
     """One game through gymnasium's Python wrappers (AtariPreprocessing, FrameStackObservation): the same
     observations as make_vector_env's emulators (tests/test_atari.py checks it step by step with no-ops off).
@@ -188,7 +196,7 @@ def python_single_env(settings: Settings, video_folder: str | None = None) -> gy
         env = gym.wrappers.RecordVideo(
             env, video_folder, episode_trigger=lambda episode: episode == 0, name_prefix="eval", fps=60
         )  # every emulator frame, at the console's rate
-    actions = env.unwrapped.get_action_meanings()
+    actions = action_meanings(env)
     if "FIRE" in actions:
         env = FireOnReset(env, actions.index("FIRE"))
     env = gym.wrappers.AtariPreprocessing(
@@ -206,7 +214,7 @@ def make_video_env(settings: Settings, video_folder: str) -> gym.vector.VectorEn
     (ale-py's vector env returns no screens to record)."""
     ale_game(settings.id)
     envs = SyncVectorEnv([lambda: python_single_env(settings, video_folder)], autoreset_mode=AutoresetMode.SAME_STEP)
-    actions = envs.envs[0].unwrapped.get_action_meanings()
+    actions = action_meanings(envs.envs[0])
     return game_wrappers(envs, settings, actions.index("FIRE") if "FIRE" in actions else None, training=False)
 
 

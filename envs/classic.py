@@ -2,6 +2,7 @@
 
 import difflib
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -24,7 +25,8 @@ def check_env_id(env_id: str) -> None:
 
 def make_single_env(env_id: str, video_folder: str | None = None) -> gym.Env:
     """With `video_folder`, the first episode is recorded as MP4 there."""
-    env = gym.make(env_id, disable_env_checker=True, **({"render_mode": "rgb_array"} if video_folder else {}))
+    render: dict[str, Any] = {"render_mode": "rgb_array"} if video_folder else {}
+    env = gym.make(env_id, disable_env_checker=True, **render)
     if video_folder:
         env = gym.wrappers.RecordVideo(
             env, video_folder, episode_trigger=lambda episode: episode == 0, name_prefix="eval"

@@ -78,10 +78,11 @@ def load_oracle(path: str | Path, start_token: int) -> LSTMLanguageModel:
     t = {k: torch.from_numpy(np.asarray(arrays[k], dtype=np.float32)) for k in ORACLE_LAYOUT}
     with torch.no_grad():
         oracle.embedding.weight.copy_(t["g_embeddings"])
-        oracle.lstm.weight_ih_l0.copy_(torch.cat([t["Wi"], t["Wf"], t["Wc"], t["Wog"]], 1).T)
-        oracle.lstm.weight_hh_l0.copy_(torch.cat([t["Ui"], t["Uf"], t["Uc"], t["Uog"]], 1).T)
-        oracle.lstm.bias_ih_l0.copy_(torch.cat([t["bi"], t["bf"], t["bc"], t["bog"]]))
-        oracle.lstm.bias_hh_l0.zero_()
+        # torch's LSTM makes its per-layer parameters (weight_ih_l0, ...) at run time; its annotations lack them
+        oracle.lstm.weight_ih_l0.copy_(torch.cat([t["Wi"], t["Wf"], t["Wc"], t["Wog"]], 1).T)  # type: ignore[operator]
+        oracle.lstm.weight_hh_l0.copy_(torch.cat([t["Ui"], t["Uf"], t["Uc"], t["Uog"]], 1).T)  # type: ignore[operator]
+        oracle.lstm.bias_ih_l0.copy_(torch.cat([t["bi"], t["bf"], t["bc"], t["bog"]]))  # type: ignore[operator]
+        oracle.lstm.bias_hh_l0.zero_()  # type: ignore[operator]
         oracle.head.weight.copy_(t["Wo"].T)
         oracle.head.bias.copy_(t["bo"])
     require(start_token < sizes["V"], f"env.start_token={start_token} is outside the oracle's {sizes['V']} tokens")

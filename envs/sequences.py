@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -53,7 +54,7 @@ class BleuReferences:
 
     def __init__(self, references: list[list], max_n: int = 4):
         self.max_n = max_n
-        self.max_counts = [Counter() for _ in range(max_n)]
+        self.max_counts: list[Counter] = [Counter() for _ in range(max_n)]
         for ref in references:
             for n in range(1, max_n + 1):
                 most = self.max_counts[n - 1]
@@ -100,6 +101,10 @@ def diversity_metrics(samples: list[list]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------- generators and the oracle
+class _HasStartToken(Protocol):
+    start_token: int
+
+
 class LSTMLanguageModel(torch.nn.Module):
     """The SeqGAN paper's generator (and oracle): embedding -> one LSTM layer -> vocabulary logits. The first
     input is the start token's embedding; the start token is not part of the sequence."""
@@ -113,7 +118,7 @@ class LSTMLanguageModel(torch.nn.Module):
         for p in self.parameters():  # the paper's init_matrix: N(0, 0.1) for every weight and bias
             torch.nn.init.normal_(p, std=init_std)
 
-    def _with_start(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _with_start(self: _HasStartToken, tokens: torch.Tensor) -> torch.Tensor:  # shared with the transformer
         return torch.cat([torch.full((len(tokens), 1), self.start_token, dtype=torch.long), tokens], 1)
 
     def logits(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -180,6 +185,9 @@ class TransformerLanguageModel(torch.nn.Module):
         return torch.cat(tokens, 1)
 
 
+Generator = LSTMLanguageModel | TransformerLanguageModel  # the generators algo=seqgan trains
+
+
 def token_log_likelihoods(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """[B, T]: log p(token) under [B, T, V] logits."""
     return -torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view_as(tokens)
@@ -197,7 +205,7 @@ def evaluating(model: torch.nn.Module):
         model.train(was_training)
 
 
-def token_nll(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def token_nll(model: Generator, sequences: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """[B]: each sequence's mean per-token negative log-likelihood (nats) under `model`."""
     with evaluating(model):
         return torch.cat(
@@ -205,9 +213,7 @@ def token_nll(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int =
         )
 
 
-def generate(
-    model: torch.nn.Module, n: int, length: int, batch_size: int = 1000, temperature: float = 1.0
-) -> torch.Tensor:
+def generate(model: Generator, n: int, length: int, batch_size: int = 1000, temperature: float = 1.0) -> torch.Tensor:
     """[n, length] samples from the model, its logits divided by `temperature` (1: the model's own distribution;
     below 1 sharper, the quality-for-diversity trade of Caccia et al. 2018)."""
     with evaluating(model):

@@ -9,6 +9,8 @@ and are left alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -42,7 +44,7 @@ def _layers(env) -> list:
 
 
 def _layer_state(layer) -> dict:
-    state = {"attrs": {}}
+    state: dict[str, Any] = {"attrs": {}}
     for name, value in vars(layer).items():
         encoded = _encode(value)
         if encoded is not None:

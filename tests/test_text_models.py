@@ -172,7 +172,7 @@ def test_classifier_with_several_labels_needs_the_reward_label_named(tiny_lm, to
 
 
 class Records(logging.Handler):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.messages: list[str] = []
 

@@ -9,6 +9,7 @@ at its own position (causal attention makes them the same as a forward over the 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from transformers import DynamicCache
 from core.agent import CategoricalHead, layer_init
 from core.checks import require
 from envs.text.tokens import PAD
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def group_by_longest(obs: torch.Tensor) -> tuple[list[int], list[int], torch.Tensor]:
@@ -37,6 +41,21 @@ def group_by_longest(obs: torch.Tensor) -> tuple[list[int], list[int], torch.Ten
     return runs, group, lengths
 
 
+class _KeyValueLayer(Protocol):
+    """One attention layer's part of a KV cache: keys and values, [batch, heads, positions, head size]."""
+
+    is_initialized: bool
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def _attention_layers(cache: DynamicCache) -> list[_KeyValueLayer]:
+    """The cache's layers as attention layers' keys and values, the only kind the decoder splices: it serves
+    attention LMs (transformers types a layer more broadly: linear-attention states, or a placeholder without any
+    cache)."""
+    return cast("list[_KeyValueLayer]", cache.layers)
+
+
 class IncrementalDecoder:
     """A KV cache for the rows of a vector env, each a sequence that grows by one token per step and restarts
     with a new prompt when its episode ends (DESIGN.md section 3: no recomputation of prefixes).
@@ -45,6 +64,11 @@ class IncrementalDecoder:
     token is new: its tokens but the last are run once and spliced into its cache rows (the cache grows on the
     left when they are longer). Then every row's newest token is fed in one incremental step, with per-row
     position ids, so each row sees exactly its own sequence."""
+
+    cache: DynamicCache | None
+    mask: torch.Tensor | None  # [rows, cache width]: 1 where a row's cache entry is one of its tokens
+    obs: torch.Tensor | None  # the observations of the last step, and their lengths
+    lengths: torch.Tensor | None
 
     def __init__(self, lm: nn.Module):
         self.lm = lm
@@ -60,6 +84,7 @@ class IncrementalDecoder:
         new_rows = self._new_rows(obs, lengths)
         if new_rows.any():
             self._splice(obs, lengths, new_rows)
+        assert self.mask is not None  # made by _splice for the first step's rows (all new)
         mask = torch.cat([self.mask, torch.ones(len(obs), 1, dtype=torch.long)], 1)
         out = self.lm(
             input_ids=obs[torch.arange(len(obs)), lengths - 1][:, None],
@@ -74,7 +99,7 @@ class IncrementalDecoder:
         return out
 
     def _new_rows(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.cache is None or self.obs.shape != obs.shape:
+        if self.cache is None or self.obs is None or self.lengths is None or self.obs.shape != obs.shape:
             self.reset()
             return torch.ones(len(obs), dtype=torch.bool)
         extends = ((obs == self.obs) | (self.obs == PAD)).all(1)
@@ -92,6 +117,7 @@ class IncrementalDecoder:
                 row_mask[i, width - n :] = 1
         if self.cache is None:
             self.cache, self.mask = DynamicCache(), torch.zeros(len(obs), 0, dtype=torch.long)
+        assert self.mask is not None  # made with the cache
         if width == 0:  # prompts of one token: nothing to cache, only mask the rows' old entries
             self.mask[rows] = 0
             return
@@ -102,10 +128,11 @@ class IncrementalDecoder:
         self.mask = torch.cat([torch.zeros(len(obs), grow, dtype=torch.long), self.mask], 1)
         total = self.mask.shape[1]
         self.mask[rows] = torch.cat([torch.zeros(len(rows), total - width, dtype=torch.long), row_mask], 1)
-        if not self.cache.layers or not self.cache.layers[0].is_initialized:
+        layers = _attention_layers(self.cache)
+        if not layers or not layers[0].is_initialized:
             self.cache = fresh  # the first splice holds every row
             return
-        for layer, new in zip(self.cache.layers, fresh.layers):
+        for layer, new in zip(layers, fresh.layers):
             layer.keys, layer.values = (
                 self._place(old, kv, rows, grow, total)
                 for old, kv in ((layer.keys, new.keys), (layer.values, new.values))
@@ -121,11 +148,13 @@ class IncrementalDecoder:
 
     def _drop_empty_columns(self) -> None:
         """Columns masked in every row (left over from finished episodes) are dropped."""
+        assert self.mask is not None  # set by the step that calls this
         used = self.mask.any(0).nonzero()
         start = int(used[0]) if len(used) else self.mask.shape[1]
         if start:
+            assert self.cache is not None  # the step's own cache
             self.mask = self.mask[:, start:]
-            for layer in self.cache.layers:
+            for layer in _attention_layers(self.cache):
                 layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
 
 
@@ -136,7 +165,7 @@ class SequenceCritic(nn.Module):
     far as the reward will. It reads the policy's token ids, so it must share the policy's tokenizer, and it keeps
     its own KV cache."""
 
-    def __init__(self, classifier: nn.Module):
+    def __init__(self, classifier: PreTrainedModel):
         super().__init__()
         require(
             classifier.config.num_labels == 1 and isinstance(getattr(classifier, "score", None), nn.Linear),
@@ -144,7 +173,7 @@ class SequenceCritic(nn.Module):
             f"or Llama style, like the project's reward model); {type(classifier).__name__} with "
             f"{classifier.config.num_labels} labels is not; set env.value_model=null for a head on the policy",
         )
-        self.body, self.head = classifier.base_model, classifier.score
+        self.body, self.head = classifier.base_model, cast(nn.Linear, classifier.score)  # a Linear: required above
         self.decoder = IncrementalDecoder(self.body)
 
     @torch.no_grad()
@@ -164,7 +193,7 @@ class TextAgent(nn.Module):
 
     def __init__(
         self,
-        lm: nn.Module,
+        lm: PreTrainedModel,
         n_actions: int,
         tokenizer=None,
         pretraining_texts: list[str] | None = None,
@@ -242,6 +271,7 @@ class TextAgent(nn.Module):
         at = (torch.as_tensor(group), lengths - 1)
         logits = out.logits[at][:, : self.n_actions].float()
         if self.critic is None:
+            assert self.value_head is not None  # made when there is no critic
             value = self.value_head(out.hidden_states[-1][at].float()).squeeze(-1)
         else:
             value = self.critic.values(ids, at)
@@ -268,6 +298,7 @@ class TextAgent(nn.Module):
         logp = torch.log_softmax(out.logits[:, -1, : self.n_actions].float(), -1)
         action = CategoricalHead.sample(logp)
         if self.critic is None:
+            assert self.value_head is not None  # made when there is no critic
             value = self.value_head(out.hidden_states[-1][:, -1].float()).squeeze(-1)
         else:
             value = self.critic.rollout_values(obs)
@@ -285,4 +316,6 @@ class TextAgent(nn.Module):
         return list(self.lm.parameters())
 
     def critic_parameters(self) -> list[nn.Parameter]:
-        return list((self.value_head if self.critic is None else self.critic).parameters())
+        critic = self.value_head if self.critic is None else self.critic
+        assert critic is not None  # the value head is made when there is no critic
+        return list(critic.parameters())

@@ -15,6 +15,7 @@ batch of sequences together: one reference forward and one reward call per step 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -53,7 +54,8 @@ class TokenSequence(gym.spaces.Box):
     def build_agent(self, action_space: gym.Space):
         from envs.text.agent import TextAgent
 
-        require(self.policy_model is not None, "this token space names no policy model; set env.policy_model")
+        if self.policy_model is None:
+            raise ConfigError("this token space names no policy model; set env.policy_model")
         return TextAgent.from_pretrained(self.policy_model, self.vocab_size, self.pretraining_texts, self.value_model)
 
 
@@ -205,7 +207,16 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        """`seed`: one for the whole batch, or one per row, as Gymnasium's vector envs take them: rows reset with
+        equal seeds start from the same prompt (the group algorithms' groups); later prompts come from a stream
+        seeded by all of them."""
+        if isinstance(seed, list | tuple | np.ndarray):
+            require(len(seed) == self.num_envs, f"reset got {len(seed)} seeds for {self.num_envs} rows")
+            for row, row_seed in enumerate(seed):
+                self.batch.start(np.array([row]), np.random.default_rng(int(row_seed)))
+            self._np_random = np.random.default_rng([int(s) for s in seed])
+            return self.batch.tokens.copy(), {}
         if seed is not None:
             self._np_random = np.random.default_rng(seed)
         self.batch.start(np.arange(self.num_envs), self.np_random)
@@ -232,7 +243,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             final_obs[row] = self.batch.tokens[row].copy()
         lengths = self.batch.lengths - self.batch.prompt_lengths
         episode = {"r": np.where(done, rewards, 0.0), "l": np.where(done, lengths, 0)}
-        final_info = {
+        final_info: dict[str, Any] = {
             "episode": episode,
             "_episode": done.copy(),
             SAMPLES: np.empty(self.num_envs, dtype=object),
@@ -266,7 +277,12 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         return True
 
 
-gym.register(id="tokengym/Text-v0", entry_point=TokenEnv, vector_entry_point=TokenVectorEnv)
+# gymnasium's EnvCreator protocols ask for callables taking only **kwargs; it calls the entry points with keywords
+gym.register(
+    id="tokengym/Text-v0",
+    entry_point=TokenEnv,  # type: ignore[arg-type]
+    vector_entry_point=TokenVectorEnv,  # type: ignore[arg-type]
+)
 
 
 # ------------------------------------------------------------------------------------------- the `text` env kind
@@ -304,12 +320,14 @@ class Settings(VectorEnvSettings):
 
 
 def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenVectorEnv:
-    """The reference model is loaded, and its log-probabilities reported, only for training with a KL penalty."""
+    """For training, the reference model is loaded and its log-probabilities reported (core/info.py: the KL penalty
+    in the reward, where env.kl_coef > 0, or the KL term of a loss such as GRPO's)."""
     from envs.text.loading import load_causal_lm, require_same_vocabulary
 
     task = load_task(settings.task, settings)
     policy_model = settings.policy_model or task.default_policy_model
-    require(policy_model is not None, f"task {task.name!r} names no default model; set env.policy_model")
+    if policy_model is None:
+        raise ConfigError(f"task {task.name!r} names no default model; set env.policy_model")
     reference, tokenizer = load_causal_lm(settings.reference_model or policy_model)
     if settings.reference_model and settings.reference_model != policy_model:
         require_same_vocabulary(load_causal_lm(policy_model)[1], tokenizer)
@@ -326,7 +344,7 @@ def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenV
         num_envs,
         settings.max_prompt_tokens,
         settings.max_new_tokens,
-        reference=reference if training and settings.kl_penalty() is not None else None,
+        reference=reference if training else None,  # ref_logprob for the KL in the reward or in a loss
         policy_model=str(policy_model),
         gold=task.gold,
         value_model=value_model_of(settings, task),

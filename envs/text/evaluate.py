@@ -128,6 +128,8 @@ def load_run_policy(run_dir: Path):
     settings = check_settings(Settings, env_cfg, "env.")
     task = load_task(settings.task, settings)
     policy_path = settings.policy_model or task.default_policy_model
+    if policy_path is None:
+        raise ConfigError(f"task {task.name!r} names no default model; set env.policy_model")
     reference, tokenizer = load_causal_lm(settings.reference_model or policy_path)
     policy, _ = load_causal_lm(policy_path)
     weights = load_checkpoint(run_dir / "checkpoint.pt")["agent"]

@@ -10,6 +10,7 @@ import random
 import torch
 
 from core.checks import require
+from core.errors import ConfigError
 from envs.sequences import BleuReferences, SequenceTask, diversity_metrics
 from envs.text.tasks import TextTask
 
@@ -22,10 +23,10 @@ def text_sequence_task(task: TextTask, policy_model: str | None, length: int) ->
     from envs.text.loading import load_tokenizer
 
     model = policy_model or task.default_policy_model
-    require(
-        model is not None,
-        f"task {task.name!r} names no default model; set env.policy_model (its tokenizer splits the text)",
-    )
+    if model is None:
+        raise ConfigError(
+            f"task {task.name!r} names no default model; set env.policy_model (its tokenizer splits the text)"
+        )
     tokenizer = load_tokenizer(model)
     train_texts, heldout_texts = corpus_split(task)
     eos = tokenizer.eos_token_id

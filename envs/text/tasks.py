@@ -54,6 +54,7 @@ class TextTask:
     def score(self, prompts: list[str], completions: list[str]) -> Sequence[float]:
         if self.batch_reward is not None:
             return self.batch_reward(prompts, completions)
+        assert self.reward is not None  # __post_init__ requires exactly one of reward and batch_reward
         return [self.reward(p, c) for p, c in zip(prompts, completions)]
 
 
@@ -90,6 +91,7 @@ def _import_file(path: Path):
     if not path.is_file():
         raise ConfigError(f"env.task: there is no file {path.resolve()}; give the path of your task's .py file")
     spec = importlib.util.spec_from_file_location(f"tokengym_task_{path.stem}", path)
+    assert spec is not None and spec.loader is not None  # a .py file gets a source-file loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

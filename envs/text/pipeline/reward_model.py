@@ -97,12 +97,19 @@ def make_ranked_groups(
         others = _other_sentences(own, usable, by_label, k - 1, labeller, rng)
         endings = [own_ending] + [split_prompt(s.text, prompt_words)[1] for s in others]
         if labeller == "human":
-            scores = [float(s.label) for s in [own, *others]]
+            scores = [float(_human_label(s)) for s in [own, *others]]
         else:
             scores = gold_scores([prompt + ending for ending in endings]).tolist()
         if len(set(scores)) > 1:
             groups.append(RankedGroup(prompt, tuple(endings), tuple(scores)))
     return groups
+
+
+def _human_label(sentence: Sentence) -> int:
+    """The file label the human labeller ranks by (TextModelSettings requires one for each text file)."""
+    if sentence.label is None:
+        raise ConfigError(f"labeller=human needs labelled sentences; {sentence.text!r} has no label")
+    return sentence.label
 
 
 def _other_sentences(
@@ -113,7 +120,7 @@ def _other_sentences(
     if labeller == "gold":
         return [s for s in rng.sample(usable, n + 1) if s is not own][:n]
     n_opposite = max(1, (n + 1) // 2)
-    opposite = rng.sample(by_label[1 - own.label], n_opposite)
+    opposite = rng.sample(by_label[1 - _human_label(own)], n_opposite)
     same = [s for s in rng.sample(by_label[own.label], n - n_opposite + 1) if s is not own][: n - n_opposite]
     return opposite + same
 
@@ -205,8 +212,8 @@ def train_reward_model(model, tokenizer, groups: list[RankedGroup], settings: Te
 def evaluate_ranking(model, tokenizer, groups: list[RankedGroup], batch_groups: int = 32) -> dict[str, float]:
     """Held-out ranking loss and pairwise accuracy."""
     model.eval()
-    rewards, scores = zip(
+    reward_chunks, score_chunks = zip(
         *(group_rewards(model, tokenizer, groups[i : i + batch_groups]) for i in range(0, len(groups), batch_groups))
     )
-    rewards, scores = torch.cat(rewards), torch.cat(scores)
+    rewards, scores = torch.cat(reward_chunks), torch.cat(score_chunks)
     return {"loss": ranking_loss(rewards, scores).item(), "pairwise_accuracy": pairwise_accuracy(rewards, scores)}

@@ -117,12 +117,13 @@ def settings_from_overrides(overrides: dict | list[str] | None = None) -> TextMo
     """The defaults with `overrides` merged in, type-checked: a dict, or `key=value` strings as on a command
     line (`text_files=[my.txt] labeller=gold`)."""
     valid = ", ".join(f.name for f in dataclasses.fields(TextModelSettings))
-    if isinstance(overrides, list):
-        overrides = OmegaConf.from_dotlist(overrides)
+    values = OmegaConf.from_dotlist(overrides) if isinstance(overrides, list) else overrides
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(TextModelSettings), overrides or {})
+        merged = OmegaConf.merge(OmegaConf.structured(TextModelSettings), values or {})
     except ConfigKeyError as err:
         raise ConfigError(f"unknown text-model setting {err.key}; valid: {valid}") from None
     except ValidationError as err:
-        raise ConfigError(f"bad value for text-model setting {err.key}: {err.msg.splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+        raise ConfigError(f"bad value for text-model setting {err.key}: {str(err.msg).splitlines()[0]}") from None
+    settings = OmegaConf.to_object(merged)
+    assert isinstance(settings, TextModelSettings)  # a structured config becomes its dataclass
+    return settings
