@@ -52,8 +52,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     hp = config.algo
     run = start_run(config, "pg", run_dir, Segments(hp.num_steps, hp.gamma), kl_target=None)
     agent, rollout = run.agent, run.rollout
-    policy_opt = torch.optim.Adam(agent.actor_parameters(), lr=hp.learning_rate)
-    value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
+    policy_opt = torch.optim.Adam(agent.actor_parameters(), lr=hp.learning_rate, fused=True)
+    value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate, fused=True)
     state = run.start({"policy": policy_opt, "value": value_opt}, {})
 
     for update in run.updates():

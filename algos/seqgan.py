@@ -250,9 +250,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     )
     # Separate Adam states for MLE and adversarial steps, as the authors' code has: the policy-gradient loss is a
     # sum over tokens, and moment estimates carried over from the MLE loss's mean would mis-scale its first steps.
-    mle_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
-    adv_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate)
-    dis_opt = torch.optim.Adam(disc.parameters(), lr=hp.dis_learning_rate)
+    mle_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate, fused=True)
+    adv_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate, fused=True)
+    dis_opt = torch.optim.Adam(disc.parameters(), lr=hp.dis_learning_rate, fused=True)
     units = schedule(hp.pretrain_epochs, hp.dis_pretrain_rounds, hp.adversarial_epochs)
     run = SeqGANRun(
         config,

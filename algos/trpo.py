@@ -176,7 +176,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         kl_target=hp.max_kl,
     )
     agent, rollout = run.agent, run.rollout
-    value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate)
+    value_opt = torch.optim.Adam(agent.critic_parameters(), lr=hp.value_learning_rate, fused=True)
     policy_params = agent.actor_parameters()
     state = run.start({"value": value_opt}, {})
 

@@ -63,6 +63,13 @@ RUNS = {
             "eval_episodes=2",
         ],
     ),
+    **{
+        f"{algo}-cartpole": (
+            algo,
+            ["env=cartpole", "env.num_envs=16", "algo.group_size=4", "total_timesteps=2048", "eval_episodes=2"],
+        )
+        for algo in ("grpo", "rloo")
+    },
     "seqgan-oracle": ("seqgan", ["env=seqgan_oracle", *SEQGAN_TINY]),
 }
 
