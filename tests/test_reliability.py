@@ -30,7 +30,7 @@ def checkpoint_meta(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["meta"]
 
 
-def start_and_stop_at_random_update(run_dir: Path, sig: signal.Signals) -> tuple[int, subprocess.Popen]:
+def start_and_stop_at_random_update(run_dir: Path, sig: signal.Signals) -> tuple[int, subprocess.Popen, str]:
     stop_after = random.Random().randint(3, 50)
     proc = subprocess.Popen(
         cli(*RUN, f"hydra.run.dir={run_dir}"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -41,9 +41,9 @@ def start_and_stop_at_random_update(run_dir: Path, sig: signal.Signals) -> tuple
             break
         time.sleep(0.01)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert not (run_dir / "summary.json").exists(), "the run finished before it could be stopped"
-    return stop_after, proc
+    return stop_after, proc, stderr
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def assert_same_final_run(run_dir: Path, reference: Path) -> None:
 
 
 def test_sigkill_at_a_random_update_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted):
-    stop_after, proc = start_and_stop_at_random_update(tmp_path, signal.SIGKILL)
+    stop_after, proc, _ = start_and_stop_at_random_update(tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     resumed = subprocess.run(cli(f"resume={tmp_path}"), cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -76,9 +76,9 @@ def test_sigkill_at_a_random_update_then_resume_matches_the_uninterrupted_run(tm
 
 
 def test_sigterm_checkpoints_before_exit_then_resume_matches(tmp_path, uninterrupted):
-    stop_after, proc = start_and_stop_at_random_update(tmp_path, signal.SIGTERM)
+    stop_after, proc, stderr = start_and_stop_at_random_update(tmp_path, signal.SIGTERM)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert "SIGTERM received: stopped after update" in proc.stderr.read()
+    assert "SIGTERM received: stopped after update" in stderr
     stopped_at = checkpoint_meta(tmp_path)["next_update"]
     assert stop_after <= stopped_at < 80
     resumed = subprocess.run(cli(*RUN, f"hydra.run.dir={tmp_path}"), cwd=REPO, capture_output=True, text=True)
