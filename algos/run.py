@@ -18,6 +18,7 @@ import torch
 from algos.evaluation import evaluate_policy, record_video
 from algos.group_rollout import GroupRollout
 from algos.networks import make_agent
+from algos.progress import Progress
 from algos.rollout import KLController, Rollout
 from algos.run_folder import RunFolder, check_checkpoint_fits
 from algos.settings import Config
@@ -149,6 +150,10 @@ class Run(RunFolder, Generic[R]):
         self.log_every = max(1, num_updates // 1000) if num_updates is not None else 1
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.next_update = 0
+        settings = config.run
+        self.display = Progress(
+            run_dir.name, settings.total_timesteps, settings.progress, settings.progress_interval_s
+        )
 
     def start(self, optimizers: dict[str, torch.optim.Optimizer], algo_state: dict) -> dict:
         """Returns the algorithm's state, from the checkpoint when resuming (and the updates continue there)."""
@@ -157,6 +162,7 @@ class Run(RunFolder, Generic[R]):
             first_update, algo_state = self._restore()
         self.open(purge_step=self.rollout.global_step + 1 if first_update else None)
         self.start_step, self.next_update = self.rollout.global_step, first_update
+        self.display.begin(self.start_step)
         return algo_state
 
     def updates(self) -> Iterator[int]:
@@ -236,6 +242,7 @@ class Run(RunFolder, Generic[R]):
     def _log(self, update: int, scalars: dict[str, float]) -> None:
         """New finished episodes always; losses every `log_every` updates. x-axis = environment steps."""
         episodes, self.rollout.finished_episodes = self.rollout.finished_episodes, []
+        self.display.update(self.rollout.global_step, [ret for _, ret, _ in episodes])
         for step, ret, length in episodes:
             self.writer.add_scalar("charts/episodic_return", ret, step)
             self.writer.add_scalar("charts/episodic_length", length, step)
@@ -255,6 +262,7 @@ class Run(RunFolder, Generic[R]):
         """Final checkpoint, final evaluation, summary.json; returns the summary."""
         wall, steps, settings = self.wall_clock(), self.rollout.global_step, self.config.run
         self.save_checkpoint(self.next_update, algo_state)
+        self.display.close()
         returns = evaluate_policy(self.agent, self.config.env, settings.eval_episodes, settings.seed + 10_000)
         self.writer.add_scalar("eval/mean_return", float(returns.mean()), steps)
         if settings.capture_video:

@@ -45,12 +45,15 @@ class RunSettings:
     checkpoint_interval_s: float  # seconds between checkpoints
     kl_alarm: float  # warn when the measured KL exceeds this multiple of the algorithm's KL target
     capture_video: bool
+    progress: bool  # a live bar in a terminal, a plain line every progress_interval_s elsewhere
+    progress_interval_s: float
     net: NetSettings
 
     def __post_init__(self):
         for name in ("total_timesteps", "torch_threads", "eval_episodes"):
             require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be > 0")
         require(self.checkpoint_interval_s >= 0, f"checkpoint_interval_s={self.checkpoint_interval_s} must be >= 0")
+        require(self.progress_interval_s >= 0, f"progress_interval_s={self.progress_interval_s} must be >= 0")
         require(self.kl_alarm > 1, f"kl_alarm={self.kl_alarm} must be > 1 (a multiple of the KL target)")
 
 
