@@ -151,9 +151,7 @@ class Run(RunFolder, Generic[R]):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.next_update = 0
         settings = config.run
-        self.display = Progress(
-            run_dir.name, settings.total_timesteps, settings.progress, settings.progress_interval_s
-        )
+        self.display = Progress(run_dir.name, settings.total_timesteps, settings.progress, settings.progress_interval_s)
 
     def start(self, optimizers: dict[str, torch.optim.Optimizer], algo_state: dict) -> dict:
         """Returns the algorithm's state, from the checkpoint when resuming (and the updates continue there)."""
