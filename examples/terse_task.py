@@ -1,6 +1,6 @@
 """A text task of your own: prompts plus a reward of (prompt, completion), in your own file.
 
-python -m algos algo=ppo_clip env=text env.task=examples/terse_task.py:make_task env.policy_model=<LM>
+python -m algos algo=ppo_clip env=text env.task=examples/terse_task.py:make_task
 """
 
 from envs.text.tasks import TextTask

@@ -96,3 +96,17 @@ def make_tiny_lm(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_lm, tmp_path_factory) -> Path:
+    """A one-label sequence classifier on the tiny LM's tokenizer (a stand-in reward model), head seeded."""
+    from transformers import AutoTokenizer
+
+    from envs.text.pipeline.reward_model import initial_reward_model
+
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("tiny-classifier")
+    initial_reward_model(tiny_lm).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
+    return folder

@@ -341,20 +341,6 @@ def test_any_prompt_and_actions_keep_the_env_in_its_spaces(prompt, actions, lm_a
             steps = 0
 
 
-@pytest.fixture(scope="session")
-def tiny_classifier(tiny_lm, tmp_path_factory) -> Path:
-    """A one-label sequence classifier on the tiny LM's tokenizer (a stand-in reward model), head seeded."""
-    from transformers import AutoTokenizer
-
-    from envs.text.pipeline.reward_model import initial_reward_model
-
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("tiny-classifier")
-    initial_reward_model(tiny_lm).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize("separate_critic", [False, True])
 def test_kv_cached_rollout_gives_the_log_probabilities_of_a_full_forward(
     separate_critic, tiny_lm, tiny_classifier, lm_and_tokenizer

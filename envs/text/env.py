@@ -28,7 +28,7 @@ from core.errors import ConfigError, NonFiniteError
 from core.info import METRICS, REF_LOGPROB, SAMPLES, KLPenalty, VectorEnvSettings
 from envs.sequences import SequenceTask
 from envs.text.sequences import text_sequence_task
-from envs.text.tasks import TextTask, load_task
+from envs.text.tasks import TextTask, load_task, policy_model_of
 from envs.text.tokens import PAD, encode_prompt
 
 # transformers is imported by the functions that load models, so that reading the Settings does not load it
@@ -149,19 +149,27 @@ def encode_prompts(task: TextTask, tokenizer, max_prompt_tokens: int) -> list[li
 
 
 class TokenEnv(gym.Env):
-    """One sequence. Reward: the task's score of (prompt, completion) on the last step, 0 before."""
+    """One sequence. Reward: the task's score of (prompt, completion) on the last step, 0 before.
+
+    `gymnasium.make("tokengym/Text-v0")` with no arguments is the default task (envs/text/sentiment.py) on its cached
+    models (built on first use): the base LM's tokenizer, and the base LM as the reference whose log-probabilities
+    each step reports. The prompt and response limits are those of conf/env/text_sentiment.yaml."""
 
     metadata = {"render_modes": []}
 
     def __init__(
         self,
-        task: TextTask,
-        tokenizer,
-        max_prompt_tokens: int,
-        max_new_tokens: int,
+        task: TextTask | None = None,
+        tokenizer=None,
+        max_prompt_tokens: int = 24,
+        max_new_tokens: int = 24,
         reference=None,
         policy_model: str | None = None,
     ):
+        if task is None:
+            task, tokenizer, reference, policy_model = _default_task()
+        if tokenizer is None:
+            raise ConfigError(f"TokenEnv: task {task.name!r} was given without its tokenizer; pass tokenizer=...")
         self.batch = TokenBatch(task, tokenizer, 1, max_prompt_tokens, max_new_tokens, reference)
         self.observation_space = TokenSequence(self.batch.tokens.shape[1], len(tokenizer), policy_model)
         self.action_space = gym.spaces.Discrete(len(tokenizer))
@@ -178,6 +186,16 @@ class TokenEnv(gym.Env):
         done = bool(terminated[0] or truncated[0])
         reward = float(self.batch.score(np.array([0]))[0]) if done else 0.0
         return self.batch.tokens[0].copy(), reward, bool(terminated[0]), bool(truncated[0]), info
+
+
+def _default_task() -> tuple[TextTask, object, object, str]:
+    """(task, tokenizer, reference model, policy model) of the default text task."""
+    from envs.text.loading import load_causal_lm
+
+    task = load_task("sentiment", None)
+    policy_model = policy_model_of(task, None)
+    reference, tokenizer = load_causal_lm(policy_model)
+    return task, tokenizer, reference, policy_model
 
 
 class TokenVectorEnv(gym.vector.VectorEnv):
@@ -325,9 +343,7 @@ def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenV
     from envs.text.loading import load_causal_lm, require_same_vocabulary
 
     task = load_task(settings.task, settings)
-    policy_model = settings.policy_model or task.default_policy_model
-    if policy_model is None:
-        raise ConfigError(f"task {task.name!r} names no default model; set env.policy_model")
+    policy_model = policy_model_of(task, settings.policy_model)
     reference, tokenizer = load_causal_lm(settings.reference_model or policy_model)
     if settings.reference_model and settings.reference_model != policy_model:
         require_same_vocabulary(load_causal_lm(policy_model)[1], tokenizer)

@@ -10,23 +10,18 @@ import random
 import torch
 
 from core.checks import require
-from core.errors import ConfigError
 from envs.sequences import BleuReferences, SequenceTask, diversity_metrics
-from envs.text.tasks import TextTask
+from envs.text.tasks import TextTask, policy_model_of
 
 BLEU_HYPOTHESES = 500  # generated sentences scored against the held-out ones per evaluation
 
 
 def text_sequence_task(task: TextTask, policy_model: str | None, length: int) -> SequenceTask:
-    """Sequences of `length` tokens, split by the tokenizer of `policy_model` (None: the task's default model),
+    """Sequences of `length` tokens, split by the tokenizer of `policy_model` (None: tasks.policy_model_of's),
     which the transformer generator also starts from."""
     from envs.text.loading import load_tokenizer
 
-    model = policy_model or task.default_policy_model
-    if model is None:
-        raise ConfigError(
-            f"task {task.name!r} names no default model; set env.policy_model (its tokenizer splits the text)"
-        )
+    model = policy_model_of(task, policy_model)
     tokenizer = load_tokenizer(model)
     train_texts, heldout_texts = corpus_split(task)
     eos = tokenizer.eos_token_id

@@ -59,6 +59,20 @@ class TextTask:
 
 
 # env.task name -> "module:factory" of a built-in task, imported only when named (as envs/__init__.py's KINDS are)
+
+
+def policy_model_of(task: TextTask, override: str | None) -> str:
+    """The policy's model: env.policy_model where set, else the task's own default, else the project's default base
+    LM (envs/text/pipeline, built and cached on first use), so that a task without a model runs offline."""
+    if override:
+        return override
+    if task.default_policy_model:
+        return task.default_policy_model
+    from envs.text.pipeline.cache import ensure_text_models
+
+    return str(ensure_text_models().base_lm)
+
+
 TASKS = {"sentiment": "envs.text.sentiment:sentiment_task"}
 
 
