@@ -87,7 +87,7 @@ class GroupRollout(EpisodeBookkeeping):
             obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
             ends = (terminated | truncated) & running
             ref_logprob = info.get(protocol.REF_LOGPROB)
-            if ref_logprob is not None and self.kl is not None:
+            if ref_logprob is not None:
                 reward = reward - self._kl_penalty(np.where(running, logprob.numpy() - ref_logprob, 0.0), ends)
             returns += np.where(running, reward, 0.0)
             steps.append((running.copy(), next_obs, action, logprob, ref_logprob))

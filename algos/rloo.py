@@ -9,9 +9,10 @@ sec. 3.1), scored by its whole return R(y_i), and baselined by the mean return o
 
 There is no critic. The KL to the reference enters as a per-sequence penalty in the reward,
 R(y) = r(x, y) - beta sum_t log(pi(a_t|s_t) / pi_ref(a_t|s_t)), which the shared rollout already adds for any env
-that reports a reference policy (env.kl_coef). With `clip_coef` set, the update takes TRL's RLOO form instead:
-PPO's clipped surrogate (algos/ppo_clip.py, eq. 7) per step with the sequence's advantage, summed over each
-sequence, over `update_epochs` passes.
+that reports a reference policy (env.kl_coef). With `clip_coef` set, the update is PPO-style instead: the clipped
+surrogate (algos/ppo_clip.py, eq. 7) of each step's ratio with the sequence's advantage, summed over the sequence,
+over `update_epochs` passes (TRL 1.16's RLOOTrainer clips the whole sequence's ratio instead; at one on-policy step
+the two gradients are equal).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, episode: tor
 def clipped_sequence_loss(
     ratio: torch.Tensor, advantages: torch.Tensor, episode: torch.Tensor, clip_coef: float
 ) -> torch.Tensor:
-    """TRL's RLOO with clipping: -mean over sequences of sum_t min(r_t A_i, clip(r_t) A_i)."""
+    """RLOO with PPO-style clipping: -mean over sequences of sum_t min(r_t A_i, clip(r_t) A_i)."""
     episodes = episode.unique()
     per_step = clipped_surrogate(ratio, advantages[episode], clip_coef)
     return -sequence_sums(per_step, episode, len(advantages))[episodes].mean()
@@ -70,7 +71,7 @@ class Hyperparameters:
     anneal_lr: bool = True
     adam_eps: float = 1e-5
     normalize_advantages: bool = False  # divide the batch's leave-one-out advantages by their std (TRL's option)
-    clip_coef: float | None = None  # null: plain REINFORCE, one step per batch; a number: TRL's clipped form
+    clip_coef: float | None = None  # null: plain REINFORCE, one step per batch; a number: PPO-style clipping
     update_epochs: int = 1  # passes over each batch (more than 1 needs clip_coef)
     num_minibatches: int = 1  # sets of whole episodes per pass
     max_grad_norm: float = 0.5

@@ -129,15 +129,15 @@ class EpisodeBookkeeping:
         self._batch_kl: list[float] = []
 
     def _kl_penalty(self, step_kl: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
-        """beta * (log pi - log pi_ref) for this step; finished episodes' total KL goes to the metrics."""
-        assert self.kl is not None
+        """beta * (log pi - log pi_ref) for this step (0 without a KL controller: the KL is then only measured);
+        finished episodes' total KL goes to the metrics."""
         self.episode_kl += step_kl
         if episode_end.any():
             finished = self.episode_kl[episode_end].tolist()
             self._batch_kl += finished
             self.episode_metrics.setdefault(protocol.KL_TAG, []).extend(finished)
             self.episode_kl[episode_end] = 0.0
-        return (self.kl.beta * step_kl).astype(np.float32)
+        return (self.kl.beta * step_kl if self.kl is not None else np.zeros_like(step_kl)).astype(np.float32)
 
     def _update_kl_coef(self, n_steps: int) -> None:
         if self.kl is not None and self._batch_kl:
@@ -206,7 +206,7 @@ class Rollout(EpisodeBookkeeping):
             next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
             ends[t] = terminated | truncated
             rewards[t] = self.reward_scaler(reward, ends[t] > 0) if self.reward_scaler is not None else reward
-            if protocol.REF_LOGPROB in info and self.kl is not None:
+            if protocol.REF_LOGPROB in info:
                 rewards[t] -= self._kl_penalty(logprob.numpy() - info[protocol.REF_LOGPROB], ends[t] > 0)
             self.global_step += n
             if "final_obs" in info:

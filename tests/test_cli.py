@@ -109,3 +109,18 @@ def test_a_job_with_bad_input_fails_alone_and_the_sweep_goes_on(tmp_path):
     assert out.returncode != 0
     assert "failed: ConfigError: total_timesteps=2048 is less than one batch (4000 samples)" in out.stderr
     assert [p.parent.name for p in tmp_path.glob("*/summary.json")] == ["1-a2c-cartpole-seed1"]
+
+
+def test_each_algorithm_file_is_registered_and_its_defaults_are_the_dataclass_ones(compose_cfg):
+    """One source of defaults: algos/registry.py stores each Hyperparameters dataclass as the `algo` group."""
+    import dataclasses
+    import importlib
+
+    from algos.registry import ALGORITHMS
+
+    files = {p.stem for p in Path(__file__).resolve().parent.parent.glob("algos/*.py") if not p.stem.startswith("_")}
+    with_hyperparameters = {f for f in files if hasattr(importlib.import_module(f"algos.{f}"), "Hyperparameters")}
+    assert with_hyperparameters == set(ALGORITHMS)
+    for name in ALGORITHMS:
+        defaults = dataclasses.asdict(importlib.import_module(f"algos.{name}").Hyperparameters())
+        assert dict(compose_cfg(f"algo={name}", "env=seqgan_oracle").algo) == defaults

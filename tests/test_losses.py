@@ -12,7 +12,14 @@ from algos.pg import reinforce_loss
 from algos.ppo_clip import clipped_surrogate_loss
 from algos.ppo_penalty import adapt_beta, kl_penalty_loss
 from algos.rollout import gae
-from algos.trpo import backtracking_line_search, conjugate_gradient
+from algos.trpo import (
+    backtracking_line_search,
+    conjugate_gradient,
+    fisher_vector_product,
+    flat_grad,
+    mean_kl,
+    surrogate_and_kl,
+)
 
 
 def direct_gae(rewards, values, ends, last_value, gamma, lam):
@@ -149,3 +156,53 @@ def test_reinforce_and_a2c_losses():
     assert pg.item() == pytest.approx(1.0)
     assert v.item() == pytest.approx(0.5 * (1 + 1) / 2)
     assert total.item() == pytest.approx(1.0 - 0.1 * 0.6 + 0.5 * 0.5)
+
+
+def small_policy_batch():
+    import gymnasium as gym
+
+    from algos.networks import make_agent
+    from algos.rollout import Batch
+    from algos.settings import NetSettings
+
+    torch.manual_seed(0)
+    agent = make_agent(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(4), NetSettings([8], "tanh", False))
+    obs = torch.randn(32, 3)
+    with torch.no_grad():
+        actions, logprobs, values = agent.act(obs)
+    advantages = torch.randn(32)
+    return agent, Batch(obs, actions, logprobs, values, advantages, advantages + values, 1), advantages
+
+
+def test_trpo_surrogate_is_the_mean_advantage_and_kl_zero_at_the_old_policy():
+    agent, batch, advantages = small_policy_batch()
+    with torch.no_grad():
+        old = agent.distribution(batch.obs)
+    surrogate, kl = surrogate_and_kl(agent, batch, advantages, old)
+    assert surrogate.item() == pytest.approx(advantages.mean().item(), abs=1e-6)
+    assert kl.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_fisher_vector_product_is_the_kl_hessian_times_v_plus_damping():
+    """At the old parameters the Hessian of the mean KL is the Fisher matrix; compare F v with a central finite
+    difference of the KL's gradient along v."""
+    agent, batch, _ = small_policy_batch()
+    params = agent.actor_parameters()
+    with torch.no_grad():
+        old = agent.distribution(batch.obs)
+    v = torch.randn(sum(p.numel() for p in params))
+
+    def kl_gradient_at(shift: float) -> torch.Tensor:
+        with torch.no_grad():
+            for p, chunk in zip(params, (shift * v).split([p.numel() for p in params])):
+                p.add_(chunk.view_as(p))
+        grad = flat_grad(mean_kl(agent, batch.obs, old), params)
+        with torch.no_grad():
+            for p, chunk in zip(params, (shift * v).split([p.numel() for p in params])):
+                p.sub_(chunk.view_as(p))
+        return grad
+
+    eps = 1e-2
+    finite_difference = (kl_gradient_at(eps) - kl_gradient_at(-eps)) / (2 * eps)
+    fvp = fisher_vector_product(lambda: mean_kl(agent, batch.obs, old), params, v, damping=0.1)
+    torch.testing.assert_close(fvp, finite_difference + 0.1 * v, rtol=2e-2, atol=2e-4)
