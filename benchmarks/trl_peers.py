@@ -111,7 +111,7 @@ from algos.run import seed_everything
 from algos.run_folder import RunFolder
 from algos.settings import Config, check_config
 from core.checks import require
-from core.errors import ConfigError, NonFiniteError
+from core.errors import ConfigError
 from core.info import KL_COEF_TAG, KL_TAG, SAMPLES_TAG
 from envs.text.env import Settings as TextSettings
 
@@ -300,18 +300,7 @@ class TaskReward:
         self.__name__ = f"{task.name}_reward"  # TRL names the reward's metrics after it
 
     def __call__(self, prompts: list[str], completions: list[str], completion_ids: list[list[int]], **_) -> list:
-        scores = np.asarray(self.task.score(prompts, completions), dtype=np.float64)
-        require(
-            scores.shape == (len(prompts),),
-            f"the reward of task {self.task.name!r} returned shape {scores.shape} for {len(prompts)} completions; "
-            f"return one number per completion",
-        )
-        if not np.isfinite(scores).all():
-            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-            raise NonFiniteError(
-                f"the reward of task {self.task.name!r} returned {scores[bad]} for prompt {prompts[bad]!r}, "
-                f"completion {completions[bad]!r}"
-            )
+        scores = self.task.checked_scores(prompts, completions)
         lengths = [len(ids) for ids in completion_ids]
         self.budget.batch_tokens = sum(lengths)
         self.budget.tokens += sum(lengths)

@@ -24,7 +24,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from core.checks import require
-from core.errors import ConfigError, NonFiniteError
+from core.errors import ConfigError
 from core.info import METRICS, REF_LOGPROB, SAMPLES, KLPenalty, VectorEnvSettings
 from envs.sequences import SequenceTask
 from envs.text.sequences import text_sequence_task
@@ -109,27 +109,7 @@ class TokenBatch:
         return prompts, completions
 
     def score(self, rows: np.ndarray) -> np.ndarray:
-        prompts, completions = self.texts(rows)
-        try:
-            scores = np.asarray(self.task.score(prompts, completions), dtype=np.float64)
-        except Exception as err:  # a user's reward function: report which task and input, then stop
-            raise ConfigError(
-                f"the reward of task {self.task.name!r} raised {type(err).__name__}: {err} on "
-                f"prompt {prompts[0]!r}, completion {completions[0]!r}; fix the reward "
-                f"function"
-            ) from err
-        require(
-            scores.shape == (len(rows),),
-            f"the reward of task {self.task.name!r} returned shape "
-            f"{scores.shape} for {len(rows)} completions; return one number per completion",
-        )
-        if not np.isfinite(scores).all():
-            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-            raise NonFiniteError(
-                f"the reward of task {self.task.name!r} returned {scores[bad]} for prompt "
-                f"{prompts[bad]!r}, completion {completions[bad]!r}"
-            )
-        return scores
+        return self.task.checked_scores(*self.texts(rows))
 
 
 def encode_prompts(task: TextTask, tokenizer, max_prompt_tokens: int) -> list[list[int]]:

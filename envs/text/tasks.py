@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core.checks import require
-from core.errors import ConfigError
+from core.errors import ConfigError, NonFiniteError
 
 PerCompletion = Callable[[str, str], float]
 Batched = Callable[[list[str], list[str]], Sequence[float]]
@@ -56,6 +58,29 @@ class TextTask:
             return self.batch_reward(prompts, completions)
         assert self.reward is not None  # __post_init__ requires exactly one of reward and batch_reward
         return [self.reward(p, c) for p, c in zip(prompts, completions)]
+
+    def checked_scores(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        """`score`, checked: a reward function that raises is a ConfigError naming the task and the input, one
+        that returns the wrong shape too, and a non-finite score a NonFiniteError naming the completion."""
+        try:
+            scores = np.asarray(self.score(prompts, completions), dtype=np.float64)
+        except Exception as err:  # a user's reward function: report which task and input, then stop
+            raise ConfigError(
+                f"the reward of task {self.name!r} raised {type(err).__name__}: {err} on prompt {prompts[0]!r}, "
+                f"completion {completions[0]!r}; fix the reward function"
+            ) from err
+        require(
+            scores.shape == (len(prompts),),
+            f"the reward of task {self.name!r} returned shape {scores.shape} for {len(prompts)} completions; "
+            f"return one number per completion",
+        )
+        if not np.isfinite(scores).all():
+            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+            raise NonFiniteError(
+                f"the reward of task {self.name!r} returned {scores[bad]} for prompt {prompts[bad]!r}, "
+                f"completion {completions[bad]!r}"
+            )
+        return scores
 
 
 # env.task name -> "module:factory" of a built-in task, imported only when named (as envs/__init__.py's KINDS are)
