@@ -153,7 +153,8 @@ def main() -> None:
         "",
         f"Evaluation: {args.prompts} prompts from the task, one sample each (seed 0), scored by the proxy reward "
         f"model and the gold scorer (VADER); KL from the policy's own samples; best-of-N from the reference "
-        f"model on the same prompts (analytic KL log N - (N-1)/N).",
+        f"model on the same prompts (KL estimated from the reward ranks of a pool of reference samples per "
+        f"prompt, beside the analytic bound log N - (N-1)/N; envs/text/evaluate.py).",
         "",
         *summarise(rows, best_of, walls),
         "",

@@ -417,8 +417,9 @@ def test_evaluation_reports_the_policy_beside_best_of_n(tiny_lm, tiny_classifier
     text = evaluate_run(tmp_path, num_prompts=8, best_of=[1, 4], seed=0)
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"policy", "policy (this run)", "best-of-1 (reference)", "best-of-4 (reference)"}
-    kl_column = rows["policy"].index(" kl_to_reference ")
-    assert float(rows["best-of-4 (reference)"][kl_column]) == pytest.approx(math.log(4) - 3 / 4, abs=1e-3)
+    kl_column, bound_column = rows["policy"].index(" kl_to_reference "), rows["policy"].index(" kl_analytic_bound ")
+    assert float(rows["best-of-4 (reference)"][bound_column]) == pytest.approx(math.log(4) - 3 / 4, abs=1e-3)
+    assert 0 <= float(rows["best-of-4 (reference)"][kl_column]) <= float(rows["best-of-4 (reference)"][bound_column])
     assert float(rows["best-of-1 (reference)"][kl_column]) == 0.0
     assert distinct_n(["a b a b"], 1) == 0.5 and distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
 

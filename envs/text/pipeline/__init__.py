@@ -8,6 +8,8 @@ model that the default text task stands on, built once before any run, cached, a
     reward_model.reward_scores(model, tokenizer, texts)  r(prompt + completion) for a batch of texts
     cache.ensure_text_models(settings, cache_dir)        -> TextModelPaths(folder, base_lm, reward_model, metrics)
     build                                                `python -m envs.text.pipeline.build`: build, measure, report
+    dpo                                                  `python -m envs.text.pipeline.dpo`: DPO on the reward model's
+                                                         comparisons (Rafailov et al. 2023), a non-RL baseline
 
 Runs load the built folders with envs/text/loading.py; the gold scorer is envs/text/gold.py. Nothing is imported
 here, so that reading the settings does not load transformers.

@@ -173,8 +173,9 @@ def _train_base_lm(settings, held_in, held_out, out_dir: Path) -> dict:
     }
 
 
-def _train_reward_model(settings, held_in, held_out, base_lm_dir: Path, out_dir: Path) -> dict:
-    train_groups = make_ranked_groups(
+def training_ranked_groups(settings: TextModelSettings, held_in: list[Sentence]) -> list[RankedGroup]:
+    """The ranked comparisons the reward model learns from (and DPO, envs/text/pipeline/dpo.py), the same every time."""
+    return make_ranked_groups(
         held_in,
         settings.rm_prompts,
         settings.responses_per_prompt,
@@ -182,6 +183,10 @@ def _train_reward_model(settings, held_in, held_out, base_lm_dir: Path, out_dir:
         settings.labeller,
         random.Random(settings.seed),
     )
+
+
+def _train_reward_model(settings, held_in, held_out, base_lm_dir: Path, out_dir: Path) -> dict:
+    train_groups = training_ranked_groups(settings, held_in)
     heldout_groups = heldout_ranked_groups(settings, held_out)
     tokenizer = AutoTokenizer.from_pretrained(base_lm_dir)
     model = initial_reward_model(base_lm_dir)
