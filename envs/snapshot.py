@@ -19,12 +19,12 @@ PLAIN = (bool, int, float, str, type(None))
 
 def _encode(value):
     """Plain data that torch's weights-only loader accepts, or None when the value is not episode state."""
+    if isinstance(value, np.generic):  # before PLAIN: numpy's float64 is a float, which the loader would refuse
+        return {"scalar": torch.from_numpy(np.asarray(value).copy())}
     if isinstance(value, PLAIN):
         return {"plain": value}
     if isinstance(value, np.ndarray) and value.dtype != object:
         return {"array": torch.from_numpy(value.copy())}
-    if isinstance(value, np.generic):
-        return {"scalar": torch.from_numpy(np.asarray(value).copy())}
     return None
 
 

@@ -176,3 +176,14 @@ def test_every_algorithm_resumes_to_the_same_result(algo, compose_cfg, tmp_path)
     assert resumed["eval"]["returns"] == reference["eval"]["returns"]
     params = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["agent"] for d in ("ref", "run")]
     assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])
+
+
+def test_a_continuous_control_run_resumes_from_a_weights_only_checkpoint(compose_cfg, tmp_path):
+    """Pendulum's rewards are numpy float64s, which the episode statistics keep: the checkpoint must still hold plain
+    data only, so that the weights-only loader reads it back."""
+    overrides = ["algo=ppo_clip", "env=pendulum", "algo.num_steps=128", "eval_episodes=1", "checkpoint_interval_s=0"]
+    reference = train(compose_cfg(*overrides, "total_timesteps=1024"), tmp_path / "ref")
+    train(compose_cfg(*overrides, "total_timesteps=512"), tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    resumed = train(compose_cfg(*overrides, "total_timesteps=1024"), tmp_path / "run")
+    assert resumed["eval"]["returns"] == reference["eval"]["returns"]
