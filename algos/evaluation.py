@@ -1,7 +1,9 @@
-"""Greedy evaluation of a trained agent: the undiscounted returns of whole episodes, and a recorded video."""
+"""Evaluation of a trained agent: the undiscounted returns and lengths of whole episodes, greedy (the mode of the
+policy) or sampled, and a recorded video."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,28 +15,45 @@ from core.info import EnvSettings
 from envs import make_vector_env, make_video_env
 
 
+@dataclass
+class Episodes:
+    returns: np.ndarray  # undiscounted, raw (RecordEpisodeStatistics sits innermost)
+    lengths: np.ndarray
+
+
 def evaluate_policy(agent: AgentContract, env: EnvSettings, episodes: int, seed: int) -> np.ndarray:
     """Undiscounted returns of `episodes` episodes under the greedy policy, one episode per environment."""
-    return play_greedy(agent, make_vector_env(env, episodes, training=False), seed)
+    return play(agent, make_vector_env(env, episodes, training=False), seed).returns
 
 
-def record_video(agent: AgentContract, env: EnvSettings, folder: Path, seed: int) -> list[Path]:
-    """One greedy evaluation episode, recorded as MP4 in `folder`; returns the video files."""
-    play_greedy(agent, make_video_env(env, str(folder)), seed)
+def record_video(
+    agent: AgentContract, env: EnvSettings, folder: Path, seed: int, deterministic: bool = True
+) -> list[Path]:
+    """One evaluation episode, recorded as MP4 in `folder`; returns the video files."""
+    play(agent, make_video_env(env, str(folder)), seed, deterministic)
     return sorted(folder.glob("*.mp4"))
 
 
 def play_greedy(agent: AgentContract, envs: gym.vector.VectorEnv, seed: int) -> np.ndarray:
-    """One episode per environment under the greedy policy; their undiscounted returns. Closes `envs`."""
+    """The returns of `play` under the greedy policy."""
+    return play(agent, envs, seed).returns
+
+
+def play(agent: AgentContract, envs: gym.vector.VectorEnv, seed: int, deterministic: bool = True) -> Episodes:
+    """One episode per environment, greedy (argmax, or the Gaussian mean) or sampled from the policy. Closes `envs`."""
     obs, _ = envs.reset(seed=seed)
     episodes = envs.num_envs
-    returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
+    done = np.zeros(episodes, dtype=bool)
     while not done.all():
-        obs, _, _, _, info = envs.step(agent.greedy_action(torch.as_tensor(obs)).numpy())
+        obs_t = torch.as_tensor(obs)
+        action = agent.greedy_action(obs_t) if deterministic else agent.act(obs_t)[0]
+        obs, _, _, _, info = envs.step(action.numpy())
         final = info.get("final_info", {})
         if "episode" in final:
             first = final["_episode"] & ~done
             returns[first] = final["episode"]["r"][first]
+            lengths[first] = final["episode"]["l"][first]
             done |= first
     envs.close()
-    return returns
+    return Episodes(returns, lengths)
