@@ -537,8 +537,8 @@ def speed_comparison(overrides: list[str], out: Path) -> dict:
                 "",
                 f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
                 f"{version('torch')}, transformers {version('transformers')}, trl {version('trl')}; load average "
-                f"(1 min) {load[0]:.2f} before ours, {load[1]:.2f} between, {load[2]:.2f} after TRL's (above "
-                f"{os.cpu_count()}, other jobs shared the cores). Run folders: `{root}`.",
+                f"(1 min) {load[0]:.2f} before ours, {load[1]:.2f} between, {load[2]:.2f} after TRL's (a load above "
+                f"{os.cpu_count()} would mean other jobs shared the cores). Run folders: `{root}`.",
                 "",
             ]
         )
