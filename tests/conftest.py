@@ -67,30 +67,10 @@ if "NaNRewardCartPole-v0" not in gym.registry:
 
 
 def make_tiny_lm(folder: Path) -> Path:
-    """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained (benchmarks/text_speed.py)."""
+    from benchmarks.text_speed import build_tiny_model
 
-    from envs.text.pipeline.base_lm import train_tokenizer
-
-    texts = ["the movie was great fun", "a dull and boring film", "i think it is a fine movie!"] * 20
-    tokenizer = train_tokenizer(texts, vocab_size=300, context_length=64)
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return Path(build_tiny_model(folder))
 
 
 @pytest.fixture(scope="session")
