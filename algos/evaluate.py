@@ -38,6 +38,7 @@ from algos.registry import ALGORITHMS, hyperparameters
 from algos.run_folder import check_checkpoint_fits
 from algos.settings import Config, check_config
 from core.agent import AgentContract
+from core.checks import check_settings
 from core.errors import ConfigError
 from core.files import atomic_write, load_checkpoint
 from envs import check_video_support, make_vector_env, vector_env_settings
@@ -139,8 +140,6 @@ def evaluate(run_dir: Path, settings: EvalSettings) -> dict:
 
 def parse_settings(args: list[str]) -> EvalSettings:
     """key=value arguments into EvalSettings, with the valid keys named on a bad one."""
-    from core.checks import check_settings
-
     values: dict[str, str] = {}
     for arg in args:
         key, sep, value = arg.partition("=")

@@ -146,6 +146,11 @@ class GroupRollout(EpisodeBookkeeping):
             self.kl.beta = state["kl_beta"]
 
 
+def sequence_sums(per_step: torch.Tensor, episode: torch.Tensor, num_episodes: int) -> torch.Tensor:
+    """sum_t of a per-step quantity within each episode: (episodes,)."""
+    return torch.zeros(num_episodes, dtype=per_step.dtype).index_add_(0, episode, per_step)
+
+
 def group_statistics(returns: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of each episode's group, one value per episode (episodes e and e' share a group when
     e // group_size == e' // group_size). The std is the sample std (n - 1), as GRPO's reference code has it."""

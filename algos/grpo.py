@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from algos.group_rollout import EpisodeBatch, group_statistics
+from algos.group_rollout import EpisodeBatch, group_statistics, sequence_sums
 from algos.losses import approx_kl
 from algos.ppo_clip import clipped_surrogate
 from algos.run import start_group_run
@@ -60,7 +60,7 @@ def aggregate(per_step: torch.Tensor, episode: torch.Tensor, lengths: torch.Tens
         return per_step.mean()
     if how == "constant":
         return per_step.sum() / (len(episodes) * cap)
-    sums = torch.zeros(len(lengths), dtype=per_step.dtype).index_add_(0, episode, per_step)
+    sums = sequence_sums(per_step, episode, len(lengths))
     return (sums[episodes] / lengths[episodes]).mean()
 
 

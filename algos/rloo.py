@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from algos.group_rollout import EpisodeBatch
+from algos.group_rollout import EpisodeBatch, sequence_sums
 from algos.losses import approx_kl
 from algos.ppo_clip import clipped_surrogate
 from algos.run import start_group_run
@@ -36,11 +36,6 @@ def leave_one_out_advantages(returns: torch.Tensor, k: int) -> torch.Tensor:
     grouped = returns.view(-1, k)
     baseline = (grouped.sum(1, keepdim=True) - grouped) / (k - 1)
     return (grouped - baseline).reshape(-1)
-
-
-def sequence_sums(per_step: torch.Tensor, episode: torch.Tensor, num_episodes: int) -> torch.Tensor:
-    """sum_t of a per-step quantity within each episode: (episodes,)."""
-    return torch.zeros(num_episodes, dtype=per_step.dtype).index_add_(0, episode, per_step)
 
 
 def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:

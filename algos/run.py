@@ -102,7 +102,7 @@ def start_group_run(
     update (algos/group_rollout.py), each update's episodes cut into `num_minibatches` sets."""
     env = vector_env_settings(config.env)
     require(
-        env.num_envs % group_size == 0 and env.num_envs >= group_size,
+        env.num_envs % group_size == 0,
         f"env.num_envs={env.num_envs} is not a multiple of algo.group_size={group_size}: the environments form "
         f"groups of {group_size}; set env.num_envs to a multiple of it, e.g. "
         f"{group_size * max(1, env.num_envs // group_size)}",
