@@ -1,9 +1,12 @@
 """Golden runs: short seeded runs whose final parameters are pinned by a hash of every tensor, so that a change
 meant to keep behaviour (a refactor, a new device option) provably keeps it bit for bit on the CPU.
 
-The hashes in tests/golden_hashes.json were written by the code before the architecture refactor. They hold for
-the torch version recorded there (floating-point kernels change between releases); under another version the
-test skips and says so. To re-pin after a deliberate change of behaviour: `python -m tests.test_golden`.
+The hashes in tests/golden_hashes.json were written by the code before the architecture refactor, one set per CPU
+instruction set that torch's kernels dispatch to (torch.backends.cpu.get_cpu_capability(): AVX512 and AVX2 round
+differently). They hold for the torch version recorded there (floating-point kernels change between releases);
+under another version or on a CPU with no pinned set the test skips and says so. Each set was first written by
+the code before a change and then checked against the code after it. To re-pin this CPU's set after a deliberate
+change of behaviour: `python -m tests.test_golden`.
 """
 
 import hashlib
@@ -93,10 +96,12 @@ def run_hash(name: str, run_dir: Path, tiny_lm: Path) -> str:
 
 
 def pinned() -> dict:
-    golden = json.loads(GOLDEN.read_text())
+    golden, capability = json.loads(GOLDEN.read_text()), torch.backends.cpu.get_cpu_capability()
     if golden["torch"] != torch.__version__:
         pytest.skip(f"golden hashes were pinned under torch {golden['torch']}, this is {torch.__version__}")
-    return golden["hashes"]
+    if capability not in golden["hashes"]:
+        pytest.skip(f"no golden hashes for this CPU's kernels ({capability}); pinned: {', '.join(golden['hashes'])}")
+    return golden["hashes"][capability]
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -112,5 +117,9 @@ if __name__ == "__main__":  # re-pin: python -m tests.test_golden
     with tempfile.TemporaryDirectory() as tmp:
         lm = make_tiny_lm(Path(tmp) / "tiny-lm")
         hashes = {name: run_hash(name, Path(tmp) / name, lm) for name in RUNS}
-    GOLDEN.write_text(json.dumps({"torch": torch.__version__, "hashes": hashes}, indent=2) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    if golden["torch"] != torch.__version__:  # other torch versions' sets no longer apply
+        golden = {"torch": torch.__version__, "hashes": {}}
+    golden["hashes"][torch.backends.cpu.get_cpu_capability()] = hashes
+    GOLDEN.write_text(json.dumps(golden, indent=2) + "\n")
     print(json.dumps(hashes, indent=2), file=sys.stderr)
