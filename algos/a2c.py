@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from algos import distributed
 from algos.losses import explained_variance, normalize_advantages, value_loss
 from algos.run import Segments, start_run
 from algos.settings import check_config
@@ -77,6 +78,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         )
         optimizer.zero_grad()
         loss.backward()
+        distributed.average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
         optimizer.step()
 

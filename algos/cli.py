@@ -14,6 +14,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from algos import distributed
 from algos.registry import ALGORITHMS, hyperparameters, store_algorithm_defaults
 from algos.run_folder import StopSignal
 from core.errors import CheckpointError, ConfigError, NonFiniteError, Preempted
@@ -89,8 +90,10 @@ def install_stop_handlers() -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def run_job(cfg: DictConfig) -> float:
-    """Train one job; returns the final evaluation mean (the objective Hydra sweepers optimise)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    """Train one job; returns the final evaluation mean (the objective Hydra sweepers optimise). The ranks of a
+    data-parallel job share rank 0's run folder."""
+    distributed.start_from_environment()  # the tasks of a submitit job start here; torchrun's ranks in main()
+    run_dir = Path(distributed.from_main(HydraConfig.get().runtime.output_dir))
     previous_handlers = install_stop_handlers()
     try:
         cfg = config_for_run_dir(cfg, run_dir)
@@ -111,6 +114,7 @@ def run_job(cfg: DictConfig) -> float:
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
+        distributed.shutdown()
     print(
         f"run folder: {run_dir} (eval {summary['eval'].get('metric', 'return')} {summary['eval']['mean']:.4g})",
         file=sys.stderr,
@@ -173,4 +177,22 @@ def main(algo: str | None = None) -> None:
             )
         sys.argv.insert(1, f"algo={algo}")
     check_algo_keys(sys.argv[1:])
+    distributed.start_from_environment()
+    if distributed.world_size() > 1:
+        join_as_rank()
     run_job()
+
+
+def join_as_rank() -> None:
+    """A data-parallel job is one run: only rank 0 keeps Hydra's output folder (config copies, log file); the other
+    ranks log to their stderr, which torchrun prefixes with the rank, and take rank 0's folder (run_job)."""
+    if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+        sys.exit(
+            _fail(
+                "tokengym: error: torchrun starts the ranks of one run; a multirun (-m) is a sweep of runs: "
+                "launch each with torchrun, or sweep without torchrun",
+                EXIT_BAD_INPUT,
+            )
+        )
+    if distributed.rank():
+        sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]

@@ -55,7 +55,7 @@ class EvalSettings:
 
 
 def run_config(run_dir: Path) -> Config:
-    """The run's config.yaml, checked as the run checked it."""
+    """The run's config.yaml, checked as the run checked it; evaluation runs on the CPU, wherever the run trained."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(
@@ -68,6 +68,7 @@ def run_config(run_dir: Path) -> Config:
         raise ConfigError(
             f"{run_dir} is a run of algo={name}, which has no policy to play; its summary.json holds its evaluation"
         )
+    cfg.device, cfg.precision = "cpu", "fp32"
     return check_config(cfg, hyperparameters(name))
 
 
@@ -132,7 +133,9 @@ def evaluate(run_dir: Path, settings: EvalSettings) -> dict:
     }
     if settings.capture_video:
         folder = run_dir / f"videos-eval-{stamp}"
-        result["videos"] = [str(p) for p in record_video(agent, env, folder, settings.seed, settings.deterministic)]
+        result["videos"] = [
+            str(p) for p in record_video(agent, env, folder, settings.seed, deterministic=settings.deterministic)
+        ]
     text = json.dumps(result, indent=2).encode()
     atomic_write(run_dir / f"eval-{stamp}.json", lambda f: f.write(text))
     return result

@@ -18,9 +18,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from algos import distributed
 from algos.rollout import EpisodeBookkeeping, KLController
 from core import info as protocol
 from core.agent import AgentContract
+from core.devices import CPU
 from core.errors import ConfigError
 
 
@@ -47,13 +49,15 @@ class EpisodeBatch:
         if num_minibatches == 1:
             yield slice(None)
             return
-        for episodes in torch.randperm(len(self.returns)).chunk(num_minibatches):
+        for episodes in torch.randperm(len(self.returns), device=self.returns.device).chunk(num_minibatches):
             yield torch.isin(self.episode, episodes).nonzero().squeeze(1)
 
 
 class GroupRollout(EpisodeBookkeeping):
     """`num_envs / group_size` groups of `group_size` whole episodes per batch. Every batch starts with a reset, so a
-    checkpoint between batches holds no episode in progress: the seed stream alone restores the environments."""
+    checkpoint between batches holds no episode in progress: the seed stream alone restores the environments. Rank r
+    of a data-parallel job draws its groups' seeds from the seed's stream jumped r times (2^127 draws each), so no
+    two ranks play the same group and rank 0 draws what a plain run draws."""
 
     def __init__(
         self,
@@ -64,11 +68,12 @@ class GroupRollout(EpisodeBookkeeping):
         seed: int,
         kl: KLController | None,
         env_name: str,
+        device: torch.device = CPU.device,
     ):
         super().__init__(envs.num_envs, kl)
         self.envs, self.agent, self.group_size, self.max_steps = envs, agent, group_size, max_episode_steps
-        self.num_groups, self.env_name = envs.num_envs // group_size, env_name
-        self.seeds = np.random.default_rng(seed)  # one seed per group per batch
+        self.num_groups, self.env_name, self.device = envs.num_envs // group_size, env_name, device
+        self.seeds = np.random.Generator(np.random.PCG64(seed).jumped(distributed.rank()))  # a seed per group a batch
         self._obs_for_stats: torch.Tensor | None = None
 
     def collect(self) -> EpisodeBatch:
@@ -81,41 +86,49 @@ class GroupRollout(EpisodeBookkeeping):
         self.episode_kl[:] = 0.0
         running, returns = np.ones(n, dtype=bool), np.zeros(n)
         steps: list[tuple] = []  # per step: (running mask, obs, action, logprob, ref_logprob or None)
-        next_obs = torch.as_tensor(obs)
+        next_obs, first_step = torch.as_tensor(obs, device=self.device), self.global_step
         for _ in range(self.max_steps):
             action, logprob, _ = self.agent.act(next_obs)
-            obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
+            obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
             ends = (terminated | truncated) & running
             ref_logprob = info.get(protocol.REF_LOGPROB)
             if ref_logprob is not None:
-                reward = reward - self._kl_penalty(np.where(running, logprob.numpy() - ref_logprob, 0.0), ends)
+                step_kl = np.where(running, logprob.cpu().numpy() - ref_logprob, 0.0)
+                reward = reward - self._kl_penalty(step_kl, ends)
             returns += np.where(running, reward, 0.0)
             steps.append((running.copy(), next_obs, action, logprob, ref_logprob))
             self.global_step += int(running.sum())
             self._record_episodes(info, counted=running)
             running &= ~ends
-            next_obs = torch.as_tensor(obs)
+            next_obs = torch.as_tensor(obs, device=self.device)
             if not running.any():
                 break
+        if distributed.world_size() > 1:  # the job's steps: episodes end at different times on each rank
+            self.global_step = first_step + int(
+                distributed.sum_over_ranks(torch.tensor(self.global_step - first_step, device="cpu"))
+            )
         return self._batch(steps, returns)
 
     def _batch(self, steps: list[tuple], returns: np.ndarray) -> EpisodeBatch:
-        masks = torch.as_tensor(np.stack([s[0] for s in steps]))  # (T, n)
-        obs = torch.cat([o[torch.as_tensor(m)] for m, o, *_ in steps])
+        device = self.device
+        masks = torch.as_tensor(np.stack([s[0] for s in steps]), device=device)  # (T, n)
+        obs = torch.cat([o[m] for m, (_, o, *_) in zip(masks, steps)])
         self._check_finite(returns, obs)
         self.batches_collected += 1
-        self._update_kl_coef(int(masks.sum()))
+        self._update_kl_coef(int(distributed.sum_over_ranks(masks.sum())))
         self._obs_for_stats = obs
         has_ref = steps[0][4] is not None
         return EpisodeBatch(
             obs=obs,
-            actions=torch.cat([a[torch.as_tensor(m)] for m, _, a, _, _ in steps]),
-            logprobs=torch.cat([lp[torch.as_tensor(m)] for m, _, _, lp, _ in steps]),
-            ref_logprobs=torch.cat([torch.as_tensor(r, dtype=torch.float32)[torch.as_tensor(m)] for m, *_, r in steps])
+            actions=torch.cat([a[m] for m, (_, _, a, _, _) in zip(masks, steps)]),
+            logprobs=torch.cat([lp[m] for m, (_, _, _, lp, _) in zip(masks, steps)]),
+            ref_logprobs=torch.cat(
+                [torch.as_tensor(r, dtype=torch.float32, device=device)[m] for m, (*_, r) in zip(masks, steps)]
+            )
             if has_ref
             else None,
             episode=masks.nonzero()[:, 1],
-            returns=torch.as_tensor(returns, dtype=torch.float32),
+            returns=torch.as_tensor(returns, dtype=torch.float32, device=device),
             lengths=masks.sum(0),
             group_size=self.group_size,
         )
@@ -148,7 +161,7 @@ class GroupRollout(EpisodeBookkeeping):
 
 def sequence_sums(per_step: torch.Tensor, episode: torch.Tensor, num_episodes: int) -> torch.Tensor:
     """sum_t of a per-step quantity within each episode: (episodes,)."""
-    return torch.zeros(num_episodes, dtype=per_step.dtype).index_add_(0, episode, per_step)
+    return torch.zeros(num_episodes, dtype=per_step.dtype, device=per_step.device).index_add_(0, episode, per_step)
 
 
 def group_statistics(returns: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:

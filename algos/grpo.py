@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from algos import distributed
 from algos.group_rollout import EpisodeBatch, group_statistics, sequence_sums
 from algos.losses import approx_kl
 from algos.ppo_clip import clipped_surrogate
@@ -153,6 +154,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
                 optimizer.zero_grad()
                 loss.backward()
+                distributed.average_gradients(params)
                 torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
                 optimizer.step()
                 with torch.no_grad():

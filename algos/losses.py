@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from algos import distributed
+
 
 def value_loss(
     values: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor | None = None, clip_coef: float | None = None
@@ -19,8 +21,9 @@ def value_loss(
 
 
 def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """(A - mean A) / (std A + 1e-8) over the batch or minibatch (Huang et al. 2022, detail 7)."""
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    """(A - mean A) / (std A + 1e-8) over the batch or minibatch (Huang et al. 2022, detail 7); in a data-parallel
+    job, over the ranks' batches or minibatches joined (algos/distributed.py)."""
+    return (advantages - distributed.mean(advantages)) / (distributed.sample_std(advantages) + 1e-8)
 
 
 def approx_kl(logratio: torch.Tensor) -> torch.Tensor:

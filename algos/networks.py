@@ -10,9 +10,11 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from algos import distributed
 from algos.settings import NetSettings
 from core.agent import AgentContract, CategoricalHead, GaussianHead, layer_init
 from core.checks import require
+from core.devices import CPU, Placement
 from core.errors import ConfigError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -52,22 +54,23 @@ class NatureCNN(nn.Module):
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and variance (parallel algorithm of Chan et al.) kept as buffers, so checkpoints hold them."""
+    """Running mean and variance (parallel algorithm of Chan et al.) kept as buffers, so checkpoints hold them.
+    A batch's moments are those of every rank's samples together (algos/distributed.py), so ranks agree."""
 
     mean: torch.Tensor
     var: torch.Tensor
     count: torch.Tensor
 
-    def __init__(self, shape: tuple[int, ...], clip: float = 10.0):
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, device: torch.device | None = None):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64, device=device))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64, device=device))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64, device=device))
         self.clip = clip
 
     def update(self, x: torch.Tensor) -> None:
         x = x.to(torch.float64).reshape(-1, *self.mean.shape)
-        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        batch_mean, batch_var, n = distributed.moments(x)
         delta, total = batch_mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
@@ -141,17 +144,24 @@ class Agent(nn.Module):
         return list(self.critic_torso.parameters()) + list(self.value_head.parameters())
 
 
-def make_agent(obs_space: gym.Space, action_space: gym.Space, net: NetSettings) -> AgentContract:
+def make_agent(
+    obs_space: gym.Space, action_space: gym.Space, net: NetSettings, placement: Placement = CPU
+) -> AgentContract:
     """Pick the torso from the observation space: vectors -> two MLPs, uint8 images -> one shared Nature CNN;
-    a space that knows its agent builds it (token sequences -> a causal LM with a value head, envs/text)."""
-    agent = (
-        obs_space.build_agent(action_space)
-        if hasattr(obs_space, "build_agent")
-        else _actor_critic(obs_space, action_space, net)
-    )
+    a space that knows its agent builds it (token sequences -> a causal LM with a value head, envs/text), in the
+    run's precision. The agent is moved to the run's device."""
+    if hasattr(obs_space, "build_agent"):
+        agent = obs_space.build_agent(action_space, placement)
+    else:
+        require(
+            placement.precision == "fp32",
+            f"precision={placement.precision} is for the language-model agents (env kind text); this env's "
+            f"{'Nature CNN' if len(obs_space.shape or ()) == 3 else 'MLP'} computes in fp32: set precision=fp32",
+        )
+        agent = _actor_critic(obs_space, action_space, net)
     missing = [name for name in _contract_members() if not hasattr(agent, name)]
     require(not missing, f"the agent {type(agent).__name__} lacks {', '.join(missing)} of core.agent.AgentContract")
-    return agent
+    return agent.to(placement.device)
 
 
 def _contract_members() -> list[str]:

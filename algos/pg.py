@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from algos import distributed
 from algos.losses import explained_variance, normalize_advantages, value_loss
 from algos.run import Segments, start_run
 from algos.settings import check_config
@@ -66,6 +67,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         pg_loss = reinforce_loss(logprob, adv)
         policy_opt.zero_grad()
         pg_loss.backward()
+        distributed.average_gradients(agent.actor_parameters())
         torch.nn.utils.clip_grad_norm_(agent.actor_parameters(), hp.max_grad_norm, foreach=True)
         policy_opt.step()
 
@@ -73,6 +75,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             v_loss = value_loss(agent.value(batch.obs), batch.returns)
             value_opt.zero_grad()
             v_loss.backward()
+            distributed.average_gradients(agent.critic_parameters())
             value_opt.step()
 
         run.end_update(

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from algos import distributed
 from algos.losses import approx_kl, explained_variance, normalize_advantages, value_loss
 from algos.run import Segments, start_run
 from algos.settings import check_config
@@ -130,11 +131,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
                 optimizer.zero_grad()
                 loss.backward()
+                distributed.average_gradients(params)
                 torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
                 optimizer.step()
 
                 with torch.no_grad():
-                    kl = approx_kl(logratio)
+                    kl = distributed.mean_over_ranks(approx_kl(logratio))  # every rank stops at the same epoch
                     clipfracs.append(((ratio - 1.0).abs() > clip).float().mean())
                 if hp.target_kl is not None and kl > hp.target_kl:
                     stop_early = True

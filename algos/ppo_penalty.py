@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch.distributions import kl_divergence
 
+from algos import distributed
 from algos.losses import explained_variance, normalize_advantages, value_loss
 from algos.networks import slice_distribution
 from algos.run import Segments, start_run
@@ -114,11 +115,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
                 optimizer.zero_grad()
                 loss.backward()
+                distributed.average_gradients(params)
                 torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
                 optimizer.step()
 
         with torch.no_grad():
-            measured_kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean().item()
+            local_kl = kl_divergence(old_dist, agent.distribution(batch.obs)).mean()
+            measured_kl = distributed.mean_over_ranks(local_kl).item()  # every rank adapts beta alike
         beta_used, beta = beta, adapt_beta(beta, measured_kl, hp.target_kl)
         run.end_update(
             update,

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from algos import distributed
 from algos.group_rollout import EpisodeBatch, sequence_sums
 from algos.losses import approx_kl
 from algos.ppo_clip import clipped_surrogate
@@ -125,7 +126,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         batch = rollout.collect()
         advantages = leave_one_out_advantages(batch.returns, hp.group_size)
         if hp.normalize_advantages:
-            advantages = advantages / (advantages.std() + 1e-8)
+            advantages = advantages / (distributed.sample_std(advantages) + 1e-8)
 
         for _ in range(hp.update_epochs):
             for idx in batch.minibatch_indices(hp.num_minibatches):
@@ -133,6 +134,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 loss = rloo_loss(logprob, batch.logprobs[idx], advantages, batch, idx, hp.clip_coef)
                 optimizer.zero_grad()
                 loss.backward()
+                distributed.average_gradients(params)
                 torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm, foreach=True)
                 optimizer.step()
 

@@ -10,9 +10,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from algos import distributed
 from algos.networks import RunningMeanStd
 from core import info as protocol
 from core.agent import AgentContract
+from core.devices import CPU
 from core.errors import NonFiniteError
 from envs.snapshot import restore_vector_env_state, vector_env_state
 
@@ -65,27 +67,29 @@ class Batch:
         by="env" shuffles whole environments instead (all their steps together, as recurrent PPO does), which
         keeps each episode's per-token samples in one minibatch: the text agent then runs one forward pass per
         episode. A single minibatch is the whole batch, whose mean gradient no order changes: no shuffle."""
+        device = self.advantages.device
         if num_minibatches == 1:
             yield slice(None)
         elif by == "env":
-            steps = torch.arange(len(self) // self.num_envs)[:, None] * self.num_envs
-            for envs in torch.randperm(self.num_envs).chunk(num_minibatches):
+            steps = torch.arange(len(self) // self.num_envs, device=device)[:, None] * self.num_envs
+            for envs in torch.randperm(self.num_envs, device=device).chunk(num_minibatches):
                 yield (steps + envs[None, :]).reshape(-1)
         else:
-            yield from torch.randperm(len(self)).chunk(num_minibatches)
+            yield from torch.randperm(len(self), device=device).chunk(num_minibatches)
 
 
 class RewardScaler:
     """Divide rewards by the running std of the discounted return (the reward normalisation of PPO's
-    continuous-control code, as in gymnasium's NormalizeReward), kept here so checkpoints hold its state."""
+    continuous-control code, as in gymnasium's NormalizeReward), kept here so checkpoints hold its state. Rewards
+    are numpy arrays, so the statistics stay on the CPU (over every rank's environments, algos/distributed.py)."""
 
     def __init__(self, num_envs: int, gamma: float):
-        self.gamma, self.stats = gamma, RunningMeanStd(())
+        self.gamma, self.stats = gamma, RunningMeanStd((), device=CPU.device)
         self.discounted = np.zeros(num_envs)
 
     def __call__(self, rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
         self.discounted = self.discounted * self.gamma + rewards
-        self.stats.update(torch.as_tensor(self.discounted))
+        self.stats.update(torch.from_numpy(self.discounted))
         self.discounted[episode_ends] = 0.0
         return rewards / np.sqrt(self.stats.var.item() + 1e-8)
 
@@ -140,9 +144,18 @@ class EpisodeBookkeeping:
         return (self.kl.beta * step_kl if self.kl is not None else np.zeros_like(step_kl)).astype(np.float32)
 
     def _update_kl_coef(self, n_steps: int) -> None:
-        if self.kl is not None and self._batch_kl:
-            self.kl.update(float(np.mean(self._batch_kl)), n_steps)
+        mean_kl = self._batch_mean_kl()
+        if self.kl is not None and mean_kl is not None:
+            self.kl.update(mean_kl, n_steps)
         self._batch_kl = []
+
+    def _batch_mean_kl(self) -> float | None:
+        """The mean KL of the batch's finished episodes, over every rank's (so each rank moves beta alike)."""
+        if distributed.world_size() == 1:
+            return float(np.mean(self._batch_kl)) if self._batch_kl else None
+        kl = torch.tensor([sum(self._batch_kl), len(self._batch_kl)], dtype=torch.float64, device="cpu")
+        total, count = distributed.sum_over_ranks(kl).tolist()
+        return total / count if count else None
 
     def _check_finite(self, rewards: np.ndarray, obs: torch.Tensor) -> None:
         where = f"in update {self.batches_collected} (environment steps up to {self.global_step})"
@@ -186,14 +199,16 @@ class Rollout(EpisodeBookkeeping):
         scale_rewards: bool = False,
         kl: KLController | None = None,
         bootstrap_truncated: bool = True,
+        device: torch.device = CPU.device,
     ):
         super().__init__(envs.num_envs, kl)
         self.envs, self.agent, self.num_steps, self.gamma = envs, agent, num_steps, gamma
+        self.device = device  # the agent's: observations go there, actions come back to the CPU
         self.bootstrap_truncated = bootstrap_truncated
         self.reward_scaler = RewardScaler(envs.num_envs, gamma) if scale_rewards else None
         obs, _ = envs.reset(seed=seed)
         envs.action_space.seed(seed)
-        self.next_obs = torch.as_tensor(obs)
+        self.next_obs = torch.as_tensor(obs, device=device)
         self._obs_for_stats: torch.Tensor | None = None
 
     def collect(self, gae_lambda: float) -> Batch:
@@ -203,12 +218,12 @@ class Rollout(EpisodeBookkeeping):
         rewards, ends = np.zeros((steps, n), dtype=np.float32), np.zeros((steps, n), dtype=np.float32)
         for t in range(steps):
             action, logprob, value = agent.act(self.next_obs)
-            next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
+            next_obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
             ends[t] = terminated | truncated
             rewards[t] = self.reward_scaler(reward, ends[t] > 0) if self.reward_scaler is not None else reward
             if protocol.REF_LOGPROB in info:
-                rewards[t] -= self._kl_penalty(logprob.numpy() - info[protocol.REF_LOGPROB], ends[t] > 0)
-            self.global_step += n
+                rewards[t] -= self._kl_penalty(logprob.cpu().numpy() - info[protocol.REF_LOGPROB], ends[t] > 0)
+            self.global_step += n * distributed.world_size()  # the job's steps: every rank steps as many
             if "final_obs" in info:
                 if self.bootstrap_truncated:
                     rewards[t] += self._truncation_bootstrap(truncated & ~terminated, info)
@@ -217,16 +232,21 @@ class Rollout(EpisodeBookkeeping):
             actions.append(action)
             logprobs.append(logprob)
             values.append(value)
-            self.next_obs = torch.as_tensor(next_obs)
+            self.next_obs = torch.as_tensor(next_obs, device=self.device)
         obs_t = torch.stack(obs)
         self._check_finite(rewards, obs_t)
         self.batches_collected += 1
-        self._update_kl_coef(steps * n)
+        self._update_kl_coef(steps * n * distributed.world_size())
         with torch.no_grad():
             last_value = agent.value(self.next_obs)
         values_t = torch.stack(values)
         advantages = gae(
-            torch.from_numpy(rewards), values_t, torch.from_numpy(ends), last_value, self.gamma, gae_lambda
+            torch.from_numpy(rewards).to(self.device),
+            values_t,
+            torch.from_numpy(ends).to(self.device),
+            last_value,
+            self.gamma,
+            gae_lambda,
         )
         self._obs_for_stats = obs_t
         return Batch(
@@ -269,9 +289,9 @@ class Rollout(EpisodeBookkeeping):
         bonus = np.zeros(len(truncated), dtype=np.float32)
         if truncated.any():
             idx = np.flatnonzero(truncated)
-            final_obs = torch.as_tensor(np.stack(info["final_obs"][idx]))
+            final_obs = torch.as_tensor(np.stack(info["final_obs"][idx]), device=self.device)
             with torch.no_grad():
-                bonus[idx] = self.gamma * self.agent.value(final_obs).numpy()
+                bonus[idx] = self.gamma * self.agent.value(final_obs).cpu().numpy()
         return bonus
 
 

@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from algos import distributed
 from algos.settings import Config
 from core.agent import AgentContract
 from core.errors import CheckpointError, NonFiniteError, Preempted
@@ -33,6 +34,16 @@ class StopSignal:
     @classmethod
     def handler(cls, signum, frame) -> None:
         cls.received = signal.Signals(signum).name
+
+    @classmethod
+    def number(cls) -> int:
+        return signal.Signals[cls.received].value if cls.received else 0
+
+    @classmethod
+    def agree(cls, number: int) -> None:
+        """The signal the ranks of a data-parallel job agreed on (algos/distributed.py), received here or not."""
+        if number:
+            cls.received = signal.Signals(number).name
 
 
 def git_commit() -> str | None:
@@ -85,19 +96,22 @@ class RunFolder:
         self.config, self.algo, self.dir = config, algo, run_dir
         self.checkpoint_path = run_dir / "checkpoint.pt"
         self.wall_before = 0.0
+        self.writes = distributed.is_main()  # of a data-parallel job, rank 0 alone writes the folder
 
     def open(self, purge_step: int | None) -> None:
         """Write config.yaml and open the TensorBoard writer. When resuming, purge_step hides the events a killed
         process wrote after its last checkpoint (steps >= the first step this process logs), so curves continue
-        with no duplicated steps."""
+        with no duplicated steps. Other ranks of a data-parallel job only start their clocks."""
+        self.start_time = self.last_checkpoint_time = time.perf_counter()
+        if not self.writes:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         yaml = OmegaConf.to_yaml(self.config.raw, resolve=True).encode()
         atomic_write(self.dir / "config.yaml", lambda f: f.write(yaml))
         self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
-        self.start_time = self.last_checkpoint_time = time.perf_counter()
 
-    def load(self, path: Path) -> dict:
-        checkpoint = load_checkpoint(path)
+    def load(self, path: Path, device: torch.device) -> dict:
+        checkpoint = load_checkpoint(path, map_location=device)
         check_checkpoint_meta(checkpoint, path, self.algo, self.config.env.id)
         return checkpoint
 

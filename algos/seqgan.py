@@ -21,6 +21,7 @@ the same Q-based advantages, several epochs per batch of samples.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from algos import distributed
 from algos.discriminator import Discriminator
 from algos.ppo_clip import clipped_surrogate_loss
 from algos.run import seed_everything
@@ -75,7 +77,7 @@ def monte_carlo_rewards(
     policy, all N copies of the batch completed in one batch; for t = T, D(Y_1:T) itself."""
     batch, length = sequences.shape
     copies = sequences.repeat(rollout_num, 1)
-    rewards = torch.empty(batch, length)
+    rewards = torch.empty(batch, length, device=sequences.device)
     with evaluating(rollout_policy):
         for t in range(1, length):
             completed = rollout_policy.complete(copies[:, :t], length)
@@ -205,7 +207,7 @@ def _optimise(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Te
 def mle_epoch(generator: Generator, optimizer: torch.optim.Optimizer, real: torch.Tensor, hp: Hyperparameters) -> float:
     losses = [
         _optimise(generator, optimizer, mle_loss(generator, real[idx]), hp.grad_clip)
-        for idx in torch.randperm(len(real)).split(hp.batch_size)
+        for idx in torch.randperm(len(real), device=real.device).split(hp.batch_size)
     ]
     return sum(losses) / len(losses)
 
@@ -216,14 +218,19 @@ def discriminator_round(
     """Fresh negatives from the generator, then `dis_epochs` epochs over real + generated: (the last epoch's
     mean loss, accuracy after the round)."""
     if hp.num_negatives is not None:
-        real = real[torch.randperm(len(real))[: hp.num_negatives]]
+        real = real[torch.randperm(len(real), device=real.device)[: hp.num_negatives]]
     negatives = generate(generator, len(real), real.shape[1])
     data = torch.cat([real, negatives])
-    labels = torch.cat([torch.ones(len(real), dtype=torch.long), torch.zeros(len(negatives), dtype=torch.long)])
+    labels = torch.cat(
+        [
+            torch.ones(len(real), dtype=torch.long, device=real.device),
+            torch.zeros(len(negatives), dtype=torch.long, device=real.device),
+        ]
+    )
     for _ in range(hp.dis_epochs):
         losses = [
             _optimise(disc, optimizer, discriminator_loss(disc, data[idx], labels[idx], hp.dis_l2), None)
-            for idx in torch.randperm(len(data)).split(hp.batch_size)
+            for idx in torch.randperm(len(data), device=data.device).split(hp.batch_size)
         ]
     accuracy = ((disc.prob_real(data) > 0.5).long() == labels).float().mean().item()
     return sum(losses) / len(losses), accuracy
@@ -240,14 +247,25 @@ def make_generator(task: SequenceTask, hp: Hyperparameters) -> Generator:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     config = check_config(cfg, Hyperparameters)
-    hp = config.algo
-    seed_everything(config.run.seed, config.run.torch_threads)
-    task = make_sequence_task(config.env)
-    generator = make_generator(task, hp)
-    rollout_policy = copy.deepcopy(generator).requires_grad_(False)
-    disc = Discriminator(
-        task.vocab_size, task.length, hp.dis_embedding_dim, hp.dis_filter_sizes, hp.dis_num_filters, hp.dis_dropout
+    hp, device = config.algo, config.placement.device
+    require(
+        distributed.world_size() == 1,
+        f"algo=seqgan runs in one process, and this is one of {distributed.world_size()} torchrun ranks: start it "
+        f"with python -m algos (data-parallel training covers the RL algorithms)",
     )
+    require(
+        config.placement.precision == "fp32",
+        f"precision={config.placement.precision}: algo=seqgan computes in fp32; set precision=fp32",
+    )
+    seed_everything(config.run.seed, config.run.torch_threads, device)
+    with torch.device("cpu"):  # built on the CPU, so a seed gives the same networks on every device
+        task = make_sequence_task(config.env)
+        generator = make_generator(task, hp).to(device)
+        disc = Discriminator(
+            task.vocab_size, task.length, hp.dis_embedding_dim, hp.dis_filter_sizes, hp.dis_num_filters, hp.dis_dropout
+        ).to(device)
+    task = dataclasses.replace(task, real=task.real.to(device))
+    rollout_policy = copy.deepcopy(generator).requires_grad_(False)
     # Separate Adam states for MLE and adversarial steps, as the authors' code has: the policy-gradient loss is a
     # sum over tokens, and moment estimates carried over from the MLE loss's mean would mis-scale its first steps.
     mle_opt = torch.optim.Adam(generator.parameters(), lr=hp.gen_learning_rate, fused=True)

@@ -41,6 +41,7 @@ class SeqGANRun(RunFolder):
     ):
         super().__init__(config, "seqgan", run_dir)
         self.modules, self.optimizers, self.pretraining_units = modules, optimizers, pretraining_units
+        self.on_gpu = config.placement.device.type == "cuda"
         self.history: list[dict] = []
 
     def start(self, init_from: str | None) -> int:
@@ -50,6 +51,8 @@ class SeqGANRun(RunFolder):
         if resuming:
             checkpoint = self._restore(self.checkpoint_path)
             torch.set_rng_state(checkpoint["torch_rng"])
+            if checkpoint.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(checkpoint["cuda_rng"].cpu(), self.config.placement.device)
             next_unit, self.wall_before = checkpoint["meta"]["next_unit"], checkpoint["meta"]["wall_clock_s"]
             log.info("resuming %s at unit %d", self.checkpoint_path, next_unit)
         elif init_from is not None:
@@ -81,7 +84,7 @@ class SeqGANRun(RunFolder):
         return self.pretraining_units
 
     def _restore(self, path: Path) -> dict:
-        checkpoint = self.load(path)
+        checkpoint = self.load(path, self.config.placement.device)
         try:
             for name, module in self.modules.items():
                 module.load_state_dict(checkpoint["modules"][name])
@@ -124,6 +127,7 @@ class SeqGANRun(RunFolder):
                 "modules": {name: m.state_dict() for name, m in self.modules.items()},
                 "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.config.placement.device) if self.on_gpu else None,
                 "history": self.history,
             },
         )
@@ -150,6 +154,6 @@ def evaluate_generator(run: SeqGANRun, generator: Generator, task: SequenceTask,
     resumed run) unchanged."""
     with torch.random.fork_rng():
         torch.manual_seed(run.config.run.seed * 100_003 + step)
-        samples = generate(generator, task.num_eval, task.length)
+        samples = generate(generator, task.num_eval, task.length).cpu()  # the task's metrics run on the CPU
     shown = task.decode(samples[:10]) if task.decode else [" ".join(map(str, s)) for s in samples[:3].tolist()]
     run.record(step, phase, task.metrics(samples), shown)

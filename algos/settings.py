@@ -10,7 +10,9 @@ from typing import Generic, TypeVar
 
 from omegaconf import DictConfig
 
+from algos import distributed
 from core.checks import check_settings, require
+from core.devices import Placement, placement
 from core.info import EnvSettings
 from envs import check_env_settings, check_video_support
 
@@ -48,6 +50,9 @@ class RunSettings:
     progress: bool  # a live bar in a terminal, a plain line every progress_interval_s elsewhere
     progress_interval_s: float
     net: NetSettings
+    # conf/config.yaml sets both; these defaults read the config.yaml of a run saved before they existed
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (core/devices.py)
+    precision: str = "fp32"  # fp32 | bf16
 
     def __post_init__(self):
         for name in ("total_timesteps", "torch_threads", "eval_episodes"):
@@ -65,13 +70,16 @@ class Config(Generic[H]):
     env: EnvSettings
     algo: H
     raw: DictConfig
+    placement: Placement  # the device and precision, resolved (a GPU per rank under torchrun)
 
 
 def check_config(cfg: DictConfig, schema: type[H]) -> Config[H]:
     """The run's, the env's and the algorithm's settings checked, in that order (ConfigError naming the first bad
     one)."""
-    run = check_settings(RunSettings, {f.name: cfg[f.name] for f in dataclasses.fields(RunSettings)}, "")
+    fields = [f.name for f in dataclasses.fields(RunSettings)]
+    run = check_settings(RunSettings, {name: cfg[name] for name in fields if name in cfg}, "")
     env = check_env_settings(cfg.env)
     if run.capture_video:
         check_video_support(env)
-    return Config(run, env, check_settings(schema, cfg.algo, "algo."), cfg)
+    where = placement(run.device, run.precision, distributed.local_rank())
+    return Config(run, env, check_settings(schema, cfg.algo, "algo."), cfg, where)

@@ -8,6 +8,11 @@ Linearise L (gradient g) and take the quadratic model of KL_bar (its Hessian F, 
     full step   = sqrt(2 delta / s^T F s) * s          (the step whose quadratic KL is exactly delta)
 then backtrack: theta_old + shrink^i * full step, accepting the first step that improves L and keeps the
 measured KL_bar <= delta; if none does, the policy stays put. The value function is fitted separately.
+
+In a data-parallel job (algos/distributed.py) each rank holds an equal share of the batch, so every expectation
+above is the mean of the ranks' own: g, each Fisher-vector product inside conjugate gradient, and the line search's
+surrogate and KL are averaged over the ranks, which then take the same step (the critic's gradients are averaged
+like any other).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from omegaconf import DictConfig
 from torch.distributions import Distribution, kl_divergence
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from algos import distributed
 from algos.losses import explained_variance, normalize_advantages, value_loss
 from algos.rollout import Batch
 from algos.run import Segments, start_run
@@ -142,10 +148,11 @@ def surrogate_and_kl_at(
     old_dist: Distribution,
     x: torch.Tensor,
 ) -> tuple[float, float]:
-    """The line search's view: the policy's parameters set to the flat vector `x`, then `surrogate_and_kl`."""
+    """The line search's view: the policy's parameters set to the flat vector `x`, then `surrogate_and_kl` (the
+    ranks' mean)."""
     set_flat_params(x, params)
     with torch.no_grad():
-        surrogate, kl = surrogate_and_kl(agent, batch, advantages, old_dist)
+        surrogate, kl = distributed.mean_over_ranks(torch.stack(surrogate_and_kl(agent, batch, advantages, old_dist)))
     return surrogate.item(), kl.item()
 
 
@@ -162,7 +169,7 @@ def fisher_vector_product(
     attention (in a transformer policy) runs through the plain math kernel here."""
     with sdpa_kernel(SDPBackend.MATH):
         grad_kl = flat_grad(mean_kl(), params, create_graph=True)
-        return flat_grad(grad_kl @ v, params) + damping * v
+        return distributed.mean_over_ranks(flat_grad(grad_kl @ v, params)) + damping * v
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -190,7 +197,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         fvp = partial(
             fisher_vector_product, partial(mean_kl, agent, batch.obs, old_dist), policy_params, damping=hp.cg_damping
         )
-        g = flat_grad(surrogate_and_kl(agent, batch, adv, old_dist)[0], policy_params)
+        g = distributed.mean_over_ranks(flat_grad(surrogate_and_kl(agent, batch, adv, old_dist)[0], policy_params))
         direction = conjugate_gradient(fvp, g, hp.cg_iters)
         full_step = torch.sqrt(2 * hp.max_kl / (direction @ fvp(direction))) * direction
         x0 = flat_params(policy_params)
@@ -204,6 +211,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 v_loss = value_loss(agent.value(batch.obs[idx]), batch.returns[idx])
                 value_opt.zero_grad()
                 v_loss.backward()
+                distributed.average_gradients(agent.critic_parameters())
                 value_opt.step()
 
         with torch.no_grad():

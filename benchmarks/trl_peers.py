@@ -393,11 +393,17 @@ def _train(config: Config[Any], run_dir: Path) -> dict:
     peer = {"name": name, "library": f"trl {version('trl')}", "class": trainer_class, "config": args}
     raw = OmegaConf.to_container(config.raw, resolve=True)
     assert isinstance(raw, dict)  # a DictConfig becomes a dict
-    saved = Config(config.run, env, hp, OmegaConf.create({**raw, "algo": {**raw["algo"], "name": name}, "peer": peer}))
+    saved = Config(
+        config.run,
+        env,
+        hp,
+        OmegaConf.create({**raw, "algo": {**raw["algo"], "name": name}, "peer": peer}),
+        config.placement,
+    )
     folder = RunFolder(saved, name, run_dir)
     folder.open(purge_step=None)  # config.yaml first, so a run failing from here on is reported under the peer's name
 
-    seed_everything(run.seed, run.torch_threads)
+    seed_everything(run.seed, run.torch_threads, config.placement.device)
     task = load_task(env.task, env)
     policy_model = env.policy_model or task.default_policy_model
     if policy_model is None:

@@ -85,7 +85,7 @@ def inverse_cdf_sample(probs: torch.Tensor) -> torch.Tensor:
     """One index per row of `probs`: the number of cumulative probabilities below u ~ U(0, 1), by binary search
     (torch.multinomial costs several times more, from small action sets to a 5,000-token vocabulary). The clamp
     guards rounding in the last cumulative value."""
-    u = torch.rand(probs.shape[:-1] + (1,))
+    u = torch.rand(probs.shape[:-1] + (1,), device=probs.device)
     return torch.searchsorted(probs.cumsum(-1), u).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 

@@ -1,4 +1,4 @@
-"""Environments behind one call: `make_vector_env(settings, num_envs, training)` builds a Gymnasium vector env
+"""Environments behind one call: `make_vector_env(settings, num_envs, training, placement)` makes a Gymnasium vector env
 for the config group `env` (conf/env/*.yaml), choosing the builder by `env.kind`; `make_video_env` one
 evaluation episode recorded as MP4, and `make_sequence_task` whole-sequence data for algo=seqgan, where the kind
 offers them. `check_env_settings` turns the config group into the kind's typed Settings, which the others take."""
@@ -11,6 +11,7 @@ import gymnasium as gym
 from omegaconf import DictConfig
 
 from core.checks import check_settings
+from core.devices import CPU, Placement
 from core.errors import ConfigError
 from core.info import EnvSettings, VectorEnvSettings
 
@@ -50,8 +51,15 @@ def vector_env_settings(settings: EnvSettings) -> VectorEnvSettings:
     return settings
 
 
-def make_vector_env(settings: EnvSettings, num_envs: int, training: bool) -> gym.vector.VectorEnv:
-    return _kind(settings.kind).make_vector_env(vector_env_settings(settings), num_envs, training)
+def make_vector_env(
+    settings: EnvSettings, num_envs: int, training: bool, placement: Placement = CPU
+) -> gym.vector.VectorEnv:
+    """`placement`: where an env that runs models of its own (the text env: its reference and reward models) runs
+    them, through its `place` method; the other kinds compute with numpy and ale-py on the CPU."""
+    envs = _kind(settings.kind).make_vector_env(vector_env_settings(settings), num_envs, training)
+    if hasattr(envs, "place"):
+        envs.place(placement)
+    return envs
 
 
 def make_sequence_task(settings: EnvSettings):

@@ -119,7 +119,8 @@ class LSTMLanguageModel(torch.nn.Module):
             torch.nn.init.normal_(p, std=init_std)
 
     def _with_start(self: _HasStartToken, tokens: torch.Tensor) -> torch.Tensor:  # shared with the transformer
-        return torch.cat([torch.full((len(tokens), 1), self.start_token, dtype=torch.long), tokens], 1)
+        start = torch.full((len(tokens), 1), self.start_token, dtype=torch.long, device=tokens.device)
+        return torch.cat([start, tokens], 1)
 
     def logits(self, sequences: torch.Tensor) -> torch.Tensor:
         """[B, T, V]: teacher-forced logits of each token given the ones before it."""
@@ -215,11 +216,14 @@ def token_nll(model: Generator, sequences: torch.Tensor, batch_size: int = 1000)
 
 def generate(model: Generator, n: int, length: int, batch_size: int = 1000, temperature: float = 1.0) -> torch.Tensor:
     """[n, length] samples from the model, its logits divided by `temperature` (1: the model's own distribution;
-    below 1 sharper, the quality-for-diversity trade of Caccia et al. 2018)."""
+    below 1 sharper, the quality-for-diversity trade of Caccia et al. 2018). On the model's device."""
+    device = next(model.parameters()).device
     with evaluating(model):
         return torch.cat(
             [
-                model.complete(torch.empty(min(batch_size, n - i), 0, dtype=torch.long), length, temperature)
+                model.complete(
+                    torch.empty(min(batch_size, n - i), 0, dtype=torch.long, device=device), length, temperature
+                )
                 for i in range(0, n, batch_size)
             ]
         )

@@ -313,7 +313,9 @@ def test_a_text_run_stopped_halfway_resumes_to_the_same_result(tiny_lm, compose_
     assert resumed["eval"]["returns"] == reference["eval"]["returns"]
     states = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("ref", "run")]
     assert all(torch.equal(states[0]["agent"][k], states[1]["agent"][k]) for k in states[0]["agent"])
-    assert states[0]["rollout"]["kl_beta"] == states[1]["rollout"]["kl_beta"] != 0.05  # the adaptive beta moved
+    assert (
+        states[0]["ranks"][0]["rollout"]["kl_beta"] == states[1]["ranks"][0]["rollout"]["kl_beta"] != 0.05
+    )  # the adaptive beta moved
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -18,6 +18,7 @@ from transformers import DynamicCache
 
 from core.agent import CategoricalHead, layer_init
 from core.checks import require
+from core.devices import CPU, Placement
 from envs.text.tokens import PAD
 
 if TYPE_CHECKING:
@@ -85,9 +86,9 @@ class IncrementalDecoder:
         if new_rows.any():
             self._splice(obs, lengths, new_rows)
         assert self.mask is not None  # made by _splice for the first step's rows (all new)
-        mask = torch.cat([self.mask, torch.ones(len(obs), 1, dtype=torch.long)], 1)
+        mask = torch.cat([self.mask, torch.ones(len(obs), 1, dtype=torch.long, device=obs.device)], 1)
         out = self.lm(
-            input_ids=obs[torch.arange(len(obs)), lengths - 1][:, None],
+            input_ids=obs[torch.arange(len(obs), device=obs.device), lengths - 1][:, None],
             attention_mask=mask,
             position_ids=(lengths - 1)[:, None],
             cache=self.cache,
@@ -101,22 +102,22 @@ class IncrementalDecoder:
     def _new_rows(self, obs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.cache is None or self.obs is None or self.lengths is None or self.obs.shape != obs.shape:
             self.reset()
-            return torch.ones(len(obs), dtype=torch.bool)
+            return torch.ones(len(obs), dtype=torch.bool, device=obs.device)
         extends = ((obs == self.obs) | (self.obs == PAD)).all(1)
         return ~(extends & (lengths == self.lengths + 1))
 
     def _splice(self, obs: torch.Tensor, lengths: torch.Tensor, new_rows: torch.Tensor) -> None:
         rows = new_rows.nonzero().squeeze(1)
         context = lengths[rows] - 1  # all but the last token, which the incremental step feeds
-        width = int(context.max())
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        row_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        width, device = int(context.max()), obs.device
+        ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        row_mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
         for i, (row, n) in enumerate(zip(rows.tolist(), context.tolist())):
             if n:
                 ids[i, width - n :] = obs[row, :n]
                 row_mask[i, width - n :] = 1
         if self.cache is None:
-            self.cache, self.mask = DynamicCache(), torch.zeros(len(obs), 0, dtype=torch.long)
+            self.cache, self.mask = DynamicCache(), torch.zeros(len(obs), 0, dtype=torch.long, device=device)
         assert self.mask is not None  # made with the cache
         if width == 0:  # prompts of one token: nothing to cache, only mask the rows' old entries
             self.mask[rows] = 0
@@ -125,9 +126,10 @@ class IncrementalDecoder:
             input_ids=ids, attention_mask=row_mask, position_ids=(row_mask.cumsum(1) - 1).clamp(min=0), use_cache=True
         ).cache
         grow = max(0, width - self.mask.shape[1])
-        self.mask = torch.cat([torch.zeros(len(obs), grow, dtype=torch.long), self.mask], 1)
+        self.mask = torch.cat([torch.zeros(len(obs), grow, dtype=torch.long, device=device), self.mask], 1)
         total = self.mask.shape[1]
-        self.mask[rows] = torch.cat([torch.zeros(len(rows), total - width, dtype=torch.long), row_mask], 1)
+        padding = torch.zeros(len(rows), total - width, dtype=torch.long, device=device)
+        self.mask[rows] = torch.cat([padding, row_mask], 1)
         layers = _attention_layers(self.cache)
         if not layers or not layers[0].is_initialized:
             self.cache = fresh  # the first splice holds every row
@@ -189,7 +191,8 @@ class SequenceCritic(nn.Module):
 class TextAgent(nn.Module):
     """Policy = the LM's next-token distribution over the action space; value = a linear head on the LM's
     last hidden state at the observation's last token (a value head on the policy trunk, as in Ziegler et al.),
-    or a separate `SequenceCritic` when one is given."""
+    or a separate `SequenceCritic` when one is given. The forward passes run in `placement`'s precision (bf16
+    autocast on a GPU, core/devices.py); log-probabilities and values are float32."""
 
     def __init__(
         self,
@@ -198,8 +201,10 @@ class TextAgent(nn.Module):
         tokenizer=None,
         pretraining_texts: list[str] | None = None,
         critic: SequenceCritic | None = None,
+        placement: Placement = CPU,
     ):
         super().__init__()
+        self.placement = placement
         require(
             lm.config.vocab_size >= n_actions,
             f"the policy model's vocabulary ({lm.config.vocab_size}) is "
@@ -219,6 +224,7 @@ class TextAgent(nn.Module):
         n_actions: int,
         pretraining_texts: list[str] | None = None,
         value_model: str | None = None,
+        placement: Placement = CPU,
     ) -> TextAgent:
         """`value_model`: a sequence classifier's name or folder to initialise a separate critic from (None: a
         value head on the policy)."""
@@ -230,7 +236,7 @@ class TextAgent(nn.Module):
             classifier, critic_tokenizer = load_reward_model(value_model)
             require_same_vocabulary(tokenizer, critic_tokenizer)
             critic = SequenceCritic(classifier)
-        return cls(lm, n_actions, tokenizer, pretraining_texts, critic)
+        return cls(lm, n_actions, tokenizer, pretraining_texts, critic, placement)
 
     @functools.cached_property
     def pretraining_ids(self) -> list[list[int]]:
@@ -248,11 +254,13 @@ class TextAgent(nn.Module):
             "algo.ptx_coef > 0 (PPO-ptx) needs pre-training text: give the task "
             "a corpus (TextTask(..., corpus=[...])), or set algo.ptx_coef=0",
         )
-        chosen = [self.pretraining_ids[i] for i in torch.randint(len(self.pretraining_ids), (batch_size,)).tolist()]
-        width = max(map(len, chosen))
-        ids = torch.tensor([s + [0] * (width - len(s)) for s in chosen])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chosen])
-        logits = self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        draws = torch.randint(len(self.pretraining_ids), (batch_size,), device="cpu")
+        chosen = [self.pretraining_ids[i] for i in draws.tolist()]
+        width, device = max(map(len, chosen)), self.placement.device
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in chosen], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chosen], device=device)
+        with self.placement.autocast():
+            logits = self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
         return (nll * mask[:, 1:].flatten()).sum() / mask[:, 1:].sum()
 
@@ -267,14 +275,16 @@ class TextAgent(nn.Module):
     def _logp_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         runs, group, lengths = group_by_longest(obs)
         ids = obs[runs][:, : int(lengths.max())]
-        out = self.lm(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long(), output_hidden_states=True)
-        at = (torch.as_tensor(group), lengths - 1)
+        at = (torch.as_tensor(group, device=obs.device), lengths - 1)
+        with self.placement.autocast():
+            out = self.lm(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long(), output_hidden_states=True)
+            critic_value = self.critic.values(ids, at) if self.critic is not None else None
         logits = out.logits[at][:, : self.n_actions].float()
-        if self.critic is None:
+        if critic_value is None:
             assert self.value_head is not None  # made when there is no critic
             value = self.value_head(out.hidden_states[-1][at].float()).squeeze(-1)
         else:
-            value = self.critic.values(ids, at)
+            value = critic_value
         return torch.log_softmax(logits, -1), value
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
@@ -294,14 +304,16 @@ class TextAgent(nn.Module):
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rollouts: one token per row per call, through the KV cache (and the critic's own, if it has one)."""
-        out = self.decoder.step(obs)
+        with self.placement.autocast():
+            out = self.decoder.step(obs)
+            critic_value = self.critic.rollout_values(obs) if self.critic is not None else None
         logp = torch.log_softmax(out.logits[:, -1, : self.n_actions].float(), -1)
         action = CategoricalHead.sample(logp)
-        if self.critic is None:
+        if critic_value is None:
             assert self.value_head is not None  # made when there is no critic
             value = self.value_head(out.hidden_states[-1][:, -1].float()).squeeze(-1)
         else:
-            value = self.critic.rollout_values(obs)
+            value = critic_value
         return action, CategoricalHead.log_prob_entropy(logp, action)[0], value
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

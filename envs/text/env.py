@@ -24,6 +24,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from core.checks import require
+from core.devices import CPU, Placement
 from core.errors import ConfigError
 from core.info import METRICS, REF_LOGPROB, SAMPLES, KLPenalty, VectorEnvSettings
 from envs.sequences import SequenceTask
@@ -51,12 +52,14 @@ class TokenSequence(gym.spaces.Box):
         self.vocab_size, self.policy_model, self.pretraining_texts = vocab_size, policy_model, pretraining_texts
         self.value_model = value_model
 
-    def build_agent(self, action_space: gym.Space):
+    def build_agent(self, action_space: gym.Space, placement: Placement = CPU):
         from envs.text.agent import TextAgent
 
         if self.policy_model is None:
             raise ConfigError("this token space names no policy model; set env.policy_model")
-        return TextAgent.from_pretrained(self.policy_model, self.vocab_size, self.pretraining_texts, self.value_model)
+        return TextAgent.from_pretrained(
+            self.policy_model, self.vocab_size, self.pretraining_texts, self.value_model, placement
+        )
 
 
 class TokenBatch:
@@ -70,6 +73,7 @@ class TokenBatch:
         self.lengths = np.zeros(n, dtype=np.int64)
         self.prompt_lengths = np.zeros(n, dtype=np.int64)
         self.prompt_index = np.zeros(n, dtype=np.int64)
+        self.placement = CPU  # where the reference model runs (TokenVectorEnv.place)
 
     def start(self, rows: np.ndarray, rng: np.random.Generator) -> None:
         for row in rows:
@@ -83,10 +87,13 @@ class TokenBatch:
     @torch.no_grad()
     def reference_logprobs(self, actions: np.ndarray) -> np.ndarray:
         """log pi_ref(a|s) for every row, from one forward of the reference model over the batch."""
-        ids = torch.as_tensor(self.tokens[:, : int(self.lengths.max())])
-        logits = self.reference(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long()).logits
-        last = torch.log_softmax(logits[torch.arange(len(ids)), torch.as_tensor(self.lengths - 1)].float(), -1)
-        return last.gather(-1, torch.as_tensor(actions).long()[:, None]).squeeze(-1).numpy()
+        device = self.placement.device
+        ids = torch.as_tensor(self.tokens[:, : int(self.lengths.max())], device=device)
+        with self.placement.autocast():
+            logits = self.reference(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long()).logits
+        rows, last = torch.arange(len(ids), device=device), torch.as_tensor(self.lengths - 1, device=device)
+        logp = torch.log_softmax(logits[rows, last].float(), -1)
+        return logp.gather(-1, torch.as_tensor(actions, device=device).long()[:, None]).squeeze(-1).cpu().numpy()
 
     def append(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Write each row's token; returns (terminated: EOS, truncated: response limit reached)."""
@@ -204,6 +211,15 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         self.single_action_space = gym.spaces.Discrete(len(tokenizer))
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
+
+    def place(self, placement: Placement) -> None:
+        """Run the reference model (in `placement`'s precision) and the task's reward models on its device; the
+        rewards stay float32, as the task computes them."""
+        if self.batch.reference is not None:
+            self.batch.reference.to(placement.device)
+        for model in self.batch.task.models:
+            model.to(placement.device)
+        self.batch.placement = placement
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         """`seed`: one for the whole batch, or one per row, as Gymnasium's vector envs take them: rows reset with

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from core.errors import ConfigError
@@ -43,7 +44,8 @@ def _from_pretrained(auto_class, name_or_path: str | Path, what: str):
     if not local.exists() and (local.is_absolute() or text.startswith((".", "~"))):
         raise _cannot_load(what, text, f"there is no folder {local}")
     try:
-        return auto_class.from_pretrained(str(local) if local.exists() else text)  # else a hub name, e.g. "gpt2"
+        with torch.device("cpu"):  # loaded on the CPU whatever the default device; the run places the model
+            return auto_class.from_pretrained(str(local) if local.exists() else text)  # else a hub name, e.g. "gpt2"
     except (OSError, ValueError) as err:
         raise _cannot_load(what, text, (str(err).strip().splitlines() or [type(err).__name__])[0]) from None
 

@@ -47,4 +47,5 @@ def sentiment_task(settings) -> TextTask:
         reward_model=str(paths.reward_model),
         corpus=[s.text for s in held_in],
         heldout_corpus=[s.text for s in held_out],
+        models=[reward_model],
     )

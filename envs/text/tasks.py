@@ -17,7 +17,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class TextTask:
     reward_model: str | None = None  # folder of the learned reward model behind batch_reward, if it is one
     corpus: list[str] | None = None
     heldout_corpus: list[str] | None = None
+    models: list[Any] = field(default_factory=list)  # torch modules the rewards run: the env puts them on its device
 
     def __post_init__(self):
         require(

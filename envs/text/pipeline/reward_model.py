@@ -146,7 +146,7 @@ def pairwise_accuracy(rewards: torch.Tensor, scores: torch.Tensor) -> float:
 def reward_scores(model, tokenizer, texts: list[str], label: str | int | None = None) -> torch.Tensor:
     """r(text) for a batch: the scalar head's output (num_labels = 1), or the logit of `label` (a name in
     config.label2id, or an index) for a classifier with several labels. Runs with grad when grad is on."""
-    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(model.device)
     logits = model(**batch).logits
     return logits[:, label_index(model.config, label)]
 
