@@ -83,6 +83,7 @@ class GroupRollout(EpisodeBookkeeping):
         obs, _ = self.envs.reset(seed=[int(s) for s in np.repeat(group_seeds, self.group_size)])  # type: ignore[arg-type]
         self._check_identical_starts(obs)
         self.agent.begin_rollout(self._obs_for_stats)
+        protocol.begin_batch(self.envs)
         self.episode_kl[:] = 0.0
         running, returns = np.ones(n, dtype=bool), np.zeros(n)
         steps: list[tuple] = []  # per step: (running mask, obs, action, logprob, ref_logprob or None)

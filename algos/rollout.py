@@ -214,6 +214,7 @@ class Rollout(EpisodeBookkeeping):
     def collect(self, gae_lambda: float) -> Batch:
         agent, n, steps = self.agent, self.envs.num_envs, self.num_steps
         agent.begin_rollout(self._obs_for_stats)
+        protocol.begin_batch(self.envs)
         obs, actions, logprobs, values = [], [], [], []
         rewards, ends = np.zeros((steps, n), dtype=np.float32), np.zeros((steps, n), dtype=np.float32)
         for t in range(steps):

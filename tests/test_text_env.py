@@ -125,16 +125,20 @@ def test_vector_env_autoresets_and_reports_reference_logprobs(lm_and_tokenizer):
     envs = TokenVectorEnv(length_task(), tokenizer, num_envs=4, max_prompt_tokens=8, max_new_tokens=2, reference=model)
     obs, _ = envs.reset(seed=0)
     actions = np.full(4, tokenizer(" a", add_special_tokens=False)["input_ids"][0])
-    with torch.no_grad():  # the reference log-prob of each row, one prefix at a time
-        expected = [
-            torch.log_softmax(model(input_ids=torch.as_tensor(row[row != PAD])[None]).logits[0, -1], -1)[
-                actions[0]
-            ].item()
-            for row in obs
-        ]
-    _, _, _, _, info = envs.step(actions)
-    np.testing.assert_allclose(info[REF_LOGPROB], expected, rtol=1e-5, atol=1e-6)
-    next_obs, rewards, terminated, truncated, info = envs.step(actions)
+
+    def expected(rows: np.ndarray) -> list[float]:
+        with torch.no_grad():  # the reference log-prob of each row, one whole prefix at a time
+            return [
+                torch.log_softmax(model(input_ids=torch.as_tensor(row[row != PAD])[None]).logits[0, -1], -1)[
+                    actions[0]
+                ].item()
+                for row in rows
+            ]
+
+    first, _, _, _, info = envs.step(actions)  # the prompts run into the reference's KV cache
+    np.testing.assert_allclose(info[REF_LOGPROB], expected(obs), rtol=1e-5, atol=1e-6)
+    next_obs, rewards, terminated, truncated, info = envs.step(actions)  # one new token per row, through the cache
+    np.testing.assert_allclose(info[REF_LOGPROB], expected(first), rtol=1e-5, atol=1e-6)
     assert truncated.all() and not terminated.any() and (rewards == len(" a a")).all()
     assert info["_final_obs"].all() and (info["final_info"]["episode"]["r"] == rewards).all()
     prompt_lengths = {len(ids) for ids in envs.batch.prompt_ids}

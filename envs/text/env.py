@@ -67,6 +67,11 @@ class TokenBatch:
 
     def __init__(self, task: TextTask, tokenizer, n: int, max_prompt_tokens: int, max_new_tokens: int, reference=None):
         self.task, self.tokenizer, self.reference = task, tokenizer, reference
+        self.reference_cache = None
+        if reference is not None:  # the reference's KV cache: one new token per row per step (envs/text/agent.py)
+            from envs.text.agent import IncrementalDecoder
+
+            self.reference_cache = IncrementalDecoder(reference)
         self.max_new_tokens, self.eos_id = max_new_tokens, tokenizer.eos_token_id
         self.prompt_ids = encode_prompts(task, tokenizer, max_prompt_tokens)
         self.tokens = np.full((n, max_prompt_tokens + max_new_tokens), PAD, dtype=np.int64)
@@ -86,13 +91,13 @@ class TokenBatch:
 
     @torch.no_grad()
     def reference_logprobs(self, actions: np.ndarray) -> np.ndarray:
-        """log pi_ref(a|s) for every row, from one forward of the reference model over the batch."""
+        """log pi_ref(a|s) for every row, from one incremental step of the reference model over the batch (a row
+        that is not its last step's plus one token, a new prompt, has its prefix run once first)."""
+        assert self.reference_cache is not None  # made with the reference
         device = self.placement.device
-        ids = torch.as_tensor(self.tokens[:, : int(self.lengths.max())], device=device)
         with self.placement.autocast():
-            logits = self.reference(input_ids=ids.clamp(min=0), attention_mask=(ids != PAD).long()).logits
-        rows, last = torch.arange(len(ids), device=device), torch.as_tensor(self.lengths - 1, device=device)
-        logp = torch.log_softmax(logits[rows, last].float(), -1)
+            logits = self.reference_cache.step(torch.as_tensor(self.tokens, device=device)).logits[:, -1]
+        logp = torch.log_softmax(logits.float(), -1)
         return logp.gather(-1, torch.as_tensor(actions, device=device).long()[:, None]).squeeze(-1).cpu().numpy()
 
     def append(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,6 +225,12 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         for model in self.batch.task.models:
             model.to(placement.device)
         self.batch.placement = placement
+
+    def begin_batch(self) -> None:
+        """The rollout starts a batch (core/info.py): the reference's KV cache restarts from the sequences as they
+        are, so that a run resumed from a checkpoint computes what the uninterrupted run computed."""
+        if self.batch.reference_cache is not None:
+            self.batch.reference_cache.reset()
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         """`seed`: one for the whole batch, or one per row, as Gymnasium's vector envs take them: rows reset with
