@@ -40,7 +40,7 @@ What is the same, setting by setting
   end of the first batch that reaches total_timesteps, as ours stops; max_steps is only an upper bound (every
   completion one token long). The number of batches is therefore not fixed in advance on either side.
 
-Where TRL cannot match ours (the README's list)
+Where TRL cannot match ours (the list in docs/sweeps.md)
 - RLOO's clipping: TRL 1.16 clips the sequence's ratio exp(sum_t log r_t) (its per-sequence loss
   -min(r A, clip(r) A)); ours with algo.clip_coef clips each token's ratio and sums the clipped terms. With
   algo.clip_coef=null (our default: one on-policy step per batch) the two give the same gradient.

@@ -205,7 +205,7 @@ def test_per_token_samples_evaluated_together_match_each_prefix_alone(tiny_lm, l
 
 
 def test_ppo_raises_a_programmatic_reward_on_a_tiny_model(tiny_lm, tmp_path):
-    """The README's plug-in example, run as a user would: PPO-clip must raise the reward."""
+    """The plug-in example of docs/environments.md, run as a user would: PPO-clip must raise the reward."""
     out = subprocess.run(
         [
             sys.executable,
