@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from algos import distributed
 from algos.registry import ALGORITHMS, hyperparameters, store_algorithm_defaults
 from algos.run_folder import StopSignal
+from algos.settings import RunSettings
 from core.errors import CheckpointError, ConfigError, NonFiniteError, Preempted
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -65,6 +66,9 @@ def config_for_run_dir(cfg: DictConfig, run_dir: Path) -> DictConfig:
         return cfg
     saved = OmegaConf.load(saved_path)
     assert isinstance(saved, DictConfig)  # a run folder's config.yaml is the mapping RunFolder.open wrote
+    for setting in dataclasses.fields(RunSettings):  # settings added since the run was saved: their defaults
+        if setting.name not in saved and setting.default is not dataclasses.MISSING:
+            saved[setting.name] = setting.default
     given = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra."))]
     if cfg.resume is not None and not given:
         saved.resume = cfg.resume

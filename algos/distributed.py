@@ -61,6 +61,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0)) if dist.is_initialized() else 0
 
 
+def local_world_size() -> int:
+    """The ranks on this process's machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if dist.is_initialized() else 1
+
+
 def is_main() -> bool:
     """Rank 0 logs, writes the run folder and evaluates."""
     return rank() == 0
@@ -73,17 +78,17 @@ def backend() -> str | None:
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """Every parameter's .grad replaced by its mean over the ranks, in one all-reduce of the flattened gradients.
-    A parameter without a gradient on this rank counts as a zero gradient."""
+    A parameter the loss did not reach has no gradient on any rank (the ranks run the same graph) and keeps none,
+    so the optimiser skips it as one process would."""
     if world_size() == 1:
         return
-    params = list(params)
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    params = [p for p in params if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None])
     dist.all_reduce(flat)
     flat /= world_size()
     for p, chunk in zip(params, flat.split([p.numel() for p in params])):
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        p.grad.copy_(chunk.view_as(p.grad))
+        if p.grad is not None:
+            p.grad.copy_(chunk.view_as(p.grad))
 
 
 def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -133,13 +138,33 @@ def agree_to_stop(checkpoint_due: bool, signal_number: int) -> tuple[bool, int]:
     return bool(flags[0]) or bool(flags[1]), int(flags[1])
 
 
+def agree_on_failure(failed: bool) -> bool:
+    """True on every rank when any rank failed."""
+    if world_size() == 1:
+        return failed
+    flag = torch.tensor([int(failed)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag)
+
+
 def gather_to_main(obj: Any) -> list[Any]:
-    """Every rank's `obj`, in rank order, on rank 0 (an empty list elsewhere)."""
+    """Every rank's `obj`, in rank order, on rank 0 (an empty list elsewhere). Tensors travel on the CPU, so that
+    rank 0 opens no context on the other ranks' GPUs."""
     if world_size() == 1:
         return [obj]
     gathered: list[Any] = [None] * world_size() if is_main() else []
-    dist.gather_object(obj, gathered if is_main() else None, dst=0)
+    dist.gather_object(_on_cpu(obj), gathered if is_main() else None, dst=0)
     return gathered
+
+
+def _on_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def from_main(obj: Any) -> Any:

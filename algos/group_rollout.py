@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from algos import distributed
-from algos.rollout import EpisodeBookkeeping, KLController
+from algos.rollout import EpisodeBookkeeping, KLController, to_device
 from core import info as protocol
 from core.agent import AgentContract
 from core.devices import CPU
@@ -155,7 +155,7 @@ class GroupRollout(EpisodeBookkeeping):
     def load_state_dict(self, state: dict) -> None:
         self.global_step, self.batches_collected = state["global_step"], state["batches_collected"]
         self.seeds.bit_generator.state = state["seeds"]
-        self._obs_for_stats = state["obs_for_stats"]
+        self._obs_for_stats = to_device(state["obs_for_stats"], self.device)
         if self.kl is not None:
             self.kl.beta = state["kl_beta"]
 

@@ -274,14 +274,17 @@ class Rollout(EpisodeBookkeeping):
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step = state["global_step"]
-        self.batches_collected, self._obs_for_stats = state["batches_collected"], state["obs_for_stats"]
+        self.batches_collected, self._obs_for_stats = (
+            state["batches_collected"],
+            to_device(state["obs_for_stats"], self.device),
+        )
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
         if self.kl is not None:
             self.kl.beta = state["kl_beta"]
         self.episode_kl = state["episode_kl"].numpy().copy()
         if restore_vector_env_state(self.envs, state["envs"]):
-            self.next_obs = state["next_obs"]
+            self.next_obs = state["next_obs"].to(self.device)
         else:  # the episodes restarted at construction: keep their first observations, drop their KL sums
             self.episode_kl[:] = 0.0
 
@@ -294,6 +297,11 @@ class Rollout(EpisodeBookkeeping):
             with torch.no_grad():
                 bonus[idx] = self.gamma * self.agent.value(final_obs).cpu().numpy()
         return bonus
+
+
+def to_device(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """A checkpoint's tensor (loaded on the CPU) on the rollout's device; None stays None."""
+    return x.to(device) if x is not None else None
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -240,7 +241,7 @@ class Run(RunFolder, Generic[R]):
         return self.rollout.global_step >= self.config.run.total_timesteps
 
     def _restore(self) -> tuple[int, dict]:
-        checkpoint = load_checkpoint(self.checkpoint_path, map_location=self.config.placement.device)
+        checkpoint = load_checkpoint(self.checkpoint_path)  # on the CPU; load_state_dict places each part
         check_checkpoint_fits(checkpoint, self.checkpoint_path, self.algo, self.config.env.id, self.agent)
         self._check_same_ranks(checkpoint["meta"].get("ranks", 1))
         self.agent.load_state_dict(checkpoint["agent"])
@@ -276,9 +277,9 @@ class Run(RunFolder, Generic[R]):
         }
 
     def _set_rng_states(self, states: dict) -> None:
-        torch.set_rng_state(states["torch"].cpu())
+        torch.set_rng_state(states["torch"])
         if states["cuda"] is not None:
-            torch.cuda.set_rng_state(states["cuda"].cpu(), self.config.placement.device)
+            torch.cuda.set_rng_state(states["cuda"], self.config.placement.device)
 
     def save_checkpoint(self, next_update: int, algo_state: dict) -> None:
         """Parameters and optimiser state are the same on every rank; each rank's rollout (its environments, the
@@ -303,15 +304,26 @@ class Run(RunFolder, Generic[R]):
         due, signal_number = distributed.agree_to_stop(self.checkpoint_due(), StopSignal.number())
         if due:
             self.save_checkpoint(self.next_update, algo_state)
-        StopSignal.agree(signal_number)
-        self.stop_if_signalled("update", self.next_update, self.num_updates)
+        if signal_number:  # the agreed stop: a signal that came after the agreement waits for the next update's
+            StopSignal.received = signal.Signals(signal_number).name
+            self.stop_if_signalled("update", self.next_update, self.num_updates)
 
     def _check_finite(self, update: int, scalars: dict[str, float]) -> None:
-        self.check_finite(f"update {update}", scalars)
-        if not all(torch.isfinite(p).all() for p in self.agent.parameters()):
+        """Every rank stops if any rank's losses or parameters became non-finite (no rank waits for one gone)."""
+        try:
+            self.check_finite(f"update {update}", scalars)
+            if not all(torch.isfinite(p).all() for p in self.agent.parameters()):
+                raise NonFiniteError(
+                    f"the agent's parameters became non-finite at update {update} (a non-finite "
+                    f"gradient); the last good checkpoint is kept at {self.checkpoint_path}"
+                )
+        except NonFiniteError:
+            distributed.agree_on_failure(True)
+            raise
+        if distributed.agree_on_failure(False):
             raise NonFiniteError(
-                f"the agent's parameters became non-finite at update {update} (a non-finite "
-                f"gradient); the last good checkpoint is kept at {self.checkpoint_path}"
+                f"another rank's losses or parameters became non-finite at update {update}; the last good "
+                f"checkpoint is kept at {self.checkpoint_path}"
             )
         kl, alarm = scalars.get("losses/approx_kl"), self.config.run.kl_alarm
         if kl is not None and self.kl_target is not None and kl > alarm * self.kl_target:

@@ -39,12 +39,6 @@ class StopSignal:
     def number(cls) -> int:
         return signal.Signals[cls.received].value if cls.received else 0
 
-    @classmethod
-    def agree(cls, number: int) -> None:
-        """The signal the ranks of a data-parallel job agreed on (algos/distributed.py), received here or not."""
-        if number:
-            cls.received = signal.Signals(number).name
-
 
 def git_commit() -> str | None:
     try:
@@ -110,8 +104,8 @@ class RunFolder:
         atomic_write(self.dir / "config.yaml", lambda f: f.write(yaml))
         self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
 
-    def load(self, path: Path, device: torch.device) -> dict:
-        checkpoint = load_checkpoint(path, map_location=device)
+    def load(self, path: Path) -> dict:
+        checkpoint = load_checkpoint(path)
         check_checkpoint_meta(checkpoint, path, self.algo, self.config.env.id)
         return checkpoint
 

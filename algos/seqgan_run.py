@@ -52,7 +52,7 @@ class SeqGANRun(RunFolder):
             checkpoint = self._restore(self.checkpoint_path)
             torch.set_rng_state(checkpoint["torch_rng"])
             if checkpoint.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(checkpoint["cuda_rng"].cpu(), self.config.placement.device)
+                torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.config.placement.device)
             next_unit, self.wall_before = checkpoint["meta"]["next_unit"], checkpoint["meta"]["wall_clock_s"]
             log.info("resuming %s at unit %d", self.checkpoint_path, next_unit)
         elif init_from is not None:
@@ -84,7 +84,7 @@ class SeqGANRun(RunFolder):
         return self.pretraining_units
 
     def _restore(self, path: Path) -> dict:
-        checkpoint = self.load(path, self.config.placement.device)
+        checkpoint = self.load(path)
         try:
             for name, module in self.modules.items():
                 module.load_state_dict(checkpoint["modules"][name])

@@ -81,5 +81,5 @@ def check_config(cfg: DictConfig, schema: type[H]) -> Config[H]:
     env = check_env_settings(cfg.env)
     if run.capture_video:
         check_video_support(env)
-    where = placement(run.device, run.precision, distributed.local_rank())
+    where = placement(run.device, run.precision, distributed.local_rank(), distributed.local_world_size())
     return Config(run, env, check_settings(schema, cfg.algo, "algo."), cfg, where)

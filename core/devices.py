@@ -36,8 +36,9 @@ class Placement:
 CPU = Placement(torch.device("cpu"))
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """The device `name` stands for. Under torchrun, `cuda` is GPU `local_rank` of this machine, one per rank."""
+def resolve_device(name: str, local_rank: int = 0, local_ranks: int = 1) -> torch.device:
+    """The device `name` stands for. Under torchrun, `cuda` is GPU `local_rank` of this machine, one per rank of
+    the `local_ranks` there; every rank checks the same things, so all of them refuse a bad setting."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -53,24 +54,31 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         f"{'built for CUDA ' + str(torch.version.cuda) if torch.version.cuda else 'a CPU-only build'}); on a "
         f"machine with an NVIDIA GPU install a CUDA build of torch (see the README), or set device=cpu or device=auto",
     )
-    index = device.index if device.index is not None else local_rank
     count = torch.cuda.device_count()
+    if device.index is None:
+        require(
+            local_ranks <= count,
+            f"device={name} gives each of this machine's {local_ranks} ranks a GPU of its own, but it has {count}; "
+            f"start at most {count} ranks per machine (torchrun --nproc_per_node={count})",
+        )
+        return torch.device("cuda", local_rank)
     require(
-        index < count,
-        f"device={name} asks for GPU {index}, but this machine has {count} GPU{'s' * (count != 1)}"
-        + (
-            f" for rank {local_rank}; start at most {count} ranks per machine (torchrun --nproc_per_node={count})"
-            if device.index is None and local_rank
-            else f"; choose one of cuda:0 .. cuda:{count - 1}"
-        ),
+        local_ranks == 1,
+        f"device={name} names one GPU, and {local_ranks} ranks of this job run on this machine; set device=cuda, "
+        f"and each rank takes GPU LOCAL_RANK",
     )
-    return torch.device("cuda", index)
+    require(
+        device.index < count,
+        f"device={name} asks for GPU {device.index}, but this machine has {count} GPU{'s' * (count != 1)}; "
+        f"choose one of cuda:0 .. cuda:{count - 1}",
+    )
+    return device
 
 
-def placement(device: str, precision: str, local_rank: int = 0) -> Placement:
+def placement(device: str, precision: str, local_rank: int = 0, local_ranks: int = 1) -> Placement:
     """`device` and `precision` checked together: bf16 is for a GPU; fp32 runs everywhere."""
     require(precision in PRECISIONS, f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
-    resolved = resolve_device(device, local_rank)
+    resolved = resolve_device(device, local_rank, local_ranks)
     require(
         precision == "fp32" or resolved.type == "cuda",
         f"precision={precision} is for a GPU (autocast on CUDA); this run is on {resolved}: set precision=fp32, "

@@ -24,11 +24,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict:
-    """Load with torch's weights-only unpickler: tensors and plain data only, never code from the file. Tensors
-    land on `map_location` (the CPU unless a run on another device asks), whatever device saved them."""
+def load_checkpoint(path: Path) -> dict:
+    """Load with torch's weights-only unpickler: tensors and plain data only, never code from the file. Tensors land
+    on the CPU, whatever device saved them (a run places them as it loads them)."""
     try:
-        return torch.load(path, weights_only=True, map_location=map_location)
+        return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain data, "

@@ -156,3 +156,21 @@ def test_bf16_is_for_the_language_models(tiny_lm):
             NetSettings([8], "tanh", False),
             Placement(torch.device("cpu"), "bf16"),
         )
+
+
+def test_ranks_get_one_gpu_each_and_more_ranks_than_gpus_are_refused(monkeypatch):
+    """The checks every rank makes, on a stand-in machine with 2 GPUs (no GPU is touched)."""
+    from core.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", local_rank=1, local_ranks=2) == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match=r"4 ranks a GPU of its own, but it has 2; .*--nproc_per_node=2"):
+        resolve_device("cuda", local_rank=0, local_ranks=4)
+    with pytest.raises(ConfigError, match="device=cuda:1 names one GPU, and 2 ranks of this job run on this machine"):
+        resolve_device("cuda:1", local_rank=0, local_ranks=2)
+    with pytest.raises(
+        ConfigError, match=r"asks for GPU 3, but this machine has 2 GPUs; choose one of cuda:0 \.\. cuda:1"
+    ):
+        resolve_device("cuda:3")
