@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +33,22 @@ RESULTS = ROOT / "results"
 
 
 class Stopwatch:
-    """Accumulated seconds spent inside the wrapped callables."""
+    """Accumulated seconds spent inside the wrapped callables; `sync` (a GPU's synchronize) drains the device's
+    queue before each reading, so that work launched inside is counted inside."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
+    def __init__(self, sync: Callable[[], None] = lambda: None) -> None:
+        self.sync, self.seconds = sync, dict[str, float]()
 
     def wrap(self, name: str, fn):
         self.seconds[name] = 0.0
 
         def timed(*args, **kwargs):
+            self.sync()
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
+                self.sync()
                 self.seconds[name] += time.perf_counter() - start
 
         return timed

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.atari_speed import Stopwatch, no_evaluation
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "results" / "gpu_check.md"
 NO_GPU = "benchmarks.gpu_check needs a CUDA GPU; --smoke runs its parts on the CPU"
@@ -469,28 +471,6 @@ def compare_losses(device: str | torch.device) -> list[LossComparison]:
 
 
 # ------------------------------------------------------------------------------- (b), (c) training in a child
-class Stopwatch:
-    """Accumulated seconds inside wrapped callables, with the GPU's queue drained before each reading, so that
-    work launched inside is counted inside."""
-
-    def __init__(self, sync: Callable[[], None]):
-        self.sync, self.seconds = sync, dict[str, float]()
-
-    def wrap(self, name: str, fn):
-        self.seconds[name] = 0.0
-
-        def timed(*args, **kwargs):
-            self.sync()
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.sync()
-                self.seconds[name] += time.perf_counter() - start
-
-        return timed
-
-
 class UpdateClock:
     """Per update: the rollout's seconds (inside Rollout.collect) and the update's (from the rollout's end to the
     algorithm's end_update, whose scalars were read with .item(), so the GPU has finished)."""
@@ -521,10 +501,6 @@ class UpdateClock:
             return end_update(*args, **kwargs)
 
         return timed
-
-
-def no_evaluation(agent, env, episodes: int, seed: int, placement=None) -> np.ndarray:
-    return np.zeros(episodes)
 
 
 def no_checkpoint(self, next_update: int, algo_state: dict) -> None:
