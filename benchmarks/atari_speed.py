@@ -54,6 +54,20 @@ class Stopwatch:
         return timed
 
 
+def time_emulator(watch: Stopwatch) -> None:
+    """Every Atari vector env made from here on counts its steps under `watch`'s "emulator" (this process only)."""
+    import envs.atari
+
+    make_envs = envs.atari.make_vector_env
+
+    def timed_envs(*args, **kwargs):
+        vector_env = make_envs(*args, **kwargs)
+        vector_env.step = watch.wrap("emulator", vector_env.step)
+        return vector_env
+
+    envs.atari.make_vector_env = timed_envs
+
+
 def no_evaluation(agent, env, episodes: int, seed: int, placement=None) -> np.ndarray:
     return np.zeros(episodes)
 
@@ -63,20 +77,12 @@ def run_ours(seed: int, steps: int, threads: int) -> dict:
 
     from hydra import compose, initialize_config_dir
 
-    import envs.atari
     from algos import networks, ppo_clip, rollout, run
     from algos.registry import store_algorithm_defaults
 
     store_algorithm_defaults()
     watch = Stopwatch()
-    make_envs = envs.atari.make_vector_env
-
-    def timed_envs(*args, **kwargs):
-        vector_env = make_envs(*args, **kwargs)
-        vector_env.step = watch.wrap("emulator", vector_env.step)
-        return vector_env
-
-    envs.atari.make_vector_env = timed_envs
+    time_emulator(watch)
     # timing wrappers patched over the methods for this process only (it runs one job and exits)
     networks.Agent.act = watch.wrap("forward", networks.Agent.act)  # type: ignore[method-assign]
     rollout.Rollout.collect = watch.wrap("rollout", rollout.Rollout.collect)  # type: ignore[method-assign]

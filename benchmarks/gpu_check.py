@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.atari_speed import Stopwatch, no_evaluation
+from benchmarks.atari_speed import Stopwatch, no_evaluation, time_emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "results" / "gpu_check.md"
@@ -511,21 +511,13 @@ def training_job(spec: dict) -> dict:
     """Runs in a child process: PPO-clip through the training entry point (ppo_clip.train on the composed config,
     what `python -m algos` calls), with stopwatches patched over the rollout, the update, the policy's forward in
     rollouts, the emulator and the text env's reference model; no final evaluation and no checkpoint (speed only)."""
-    import envs.atari
     from algos import networks, ppo_clip, rollout, run
 
     device = torch.device(spec["device"])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     watch, clock = Stopwatch(sync), UpdateClock(sync)
-    make_atari_envs = envs.atari.make_vector_env
-
-    def timed_atari_envs(*args, **kwargs):
-        vector_env = make_atari_envs(*args, **kwargs)
-        vector_env.step = watch.wrap("emulator", vector_env.step)
-        return vector_env
-
     # patched for this process only: it runs one job and exits
-    envs.atari.make_vector_env = timed_atari_envs
+    time_emulator(watch)
     rollout.Rollout.collect = clock.wrap_collect(rollout.Rollout.collect)  # type: ignore[method-assign]
     run.Run.end_update = clock.wrap_end_update(run.Run.end_update)  # type: ignore[method-assign]
     networks.Agent.act = watch.wrap("policy_forward", networks.Agent.act)  # type: ignore[method-assign]
