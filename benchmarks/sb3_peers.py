@@ -59,11 +59,6 @@ def check_matchable(cfg: DictConfig) -> None:
         if cfg.env.episodic_life and not cfg.env.fire_on_life_loss:
             raise PeerError("SB3's AtariWrapper presses FIRE after every lost life; set env.fire_on_life_loss=true")
         return
-    if cfg.net.normalize_obs or cfg.env.normalize_reward:
-        raise PeerError(
-            "net.normalize_obs and env.normalize_reward are not translated to SB3's VecNormalize; "
-            "run peers on environments that use neither"
-        )
     if cfg.net.activation not in ("tanh", "relu"):
         raise PeerError(f"net.activation={cfg.net.activation} has no SB3 translation")
 
@@ -144,14 +139,16 @@ def make_peer(cfg: DictConfig, envs):
     return Peer(policy, envs, seed=cfg.seed, device="cpu", verbose=0, **peer_kwargs(cfg))
 
 
-def make_peer_envs(env_cfg: DictConfig, n_envs: int, seed: int):
-    """SB3's vectorised environments for our env config; each has a Monitor under any wrapper that changes
-    rewards or episodes, so logged and evaluated returns are raw whole episodes (whole games on Atari)."""
+def make_peer_envs(cfg: DictConfig, n_envs: int, seed: int):
+    """SB3's vectorised environments for our config; each has a Monitor under any wrapper that changes
+    rewards, observations or episodes, so logged and evaluated returns are raw whole episodes (whole games on
+    Atari)."""
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
+    env_cfg = cfg.env
     if env_cfg.kind != "atari":
-        return make_vec_env(env_cfg.id, n_envs=n_envs, seed=seed)
+        return normalised(cfg, make_vec_env(env_cfg.id, n_envs=n_envs, seed=seed))
     import ale_py
     import gymnasium as gym
 
@@ -174,6 +171,38 @@ def make_peer_envs(env_cfg: DictConfig, n_envs: int, seed: int):
         },
     )
     return VecFrameStack(envs, n_stack=env_cfg.frame_stack)
+
+
+def normalised(cfg: DictConfig, envs):
+    """net.normalize_obs and env.normalize_reward as SB3's VecNormalize: observations standardised by running
+    moments and clipped to +-10 (ours: algos/networks.py RunningMeanStd), rewards divided by the running std of
+    the discounted return and not clipped (ours: algos/rollout.py RewardScaler)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if not (cfg.net.normalize_obs or cfg.env.normalize_reward):
+        return envs
+    return VecNormalize(
+        envs,
+        norm_obs=cfg.net.normalize_obs,
+        norm_reward=cfg.env.normalize_reward,
+        clip_obs=10.0,
+        clip_reward=np.inf,
+        gamma=cfg.algo.gamma,
+        epsilon=1e-8,
+    )
+
+
+def frozen_normalisation(model: BaseAlgorithm, eval_envs):
+    """The evaluation envs normalise observations with the trained statistics, never updating them, and
+    report raw rewards."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    trained = model.get_vec_normalize_env()
+    if trained is None:
+        return eval_envs
+    assert isinstance(eval_envs, VecNormalize)
+    eval_envs.obs_rms, eval_envs.training, eval_envs.norm_reward = trained.obs_rms, False, False
+    return eval_envs
 
 
 def episode_logger(writer):
@@ -229,14 +258,14 @@ def train_peer(cfg: DictConfig, run_dir: Path) -> dict:
     torch.set_num_threads(cfg.torch_threads)
     batch = cfg.env.num_envs * cfg.algo.num_steps
     steps = cfg.total_timesteps // batch * batch  # whole rollouts, as ours runs
-    model = make_peer(cfg, make_peer_envs(cfg.env, cfg.env.num_envs, cfg.seed))
+    model = make_peer(cfg, make_peer_envs(cfg, cfg.env.num_envs, cfg.seed))
     writer = SummaryWriter(str(run_dir))
 
     start = time.perf_counter()
     model.learn(total_timesteps=steps, callback=episode_logger(writer))
     wall = time.perf_counter() - start
 
-    eval_envs = make_peer_envs(cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
+    eval_envs = frozen_normalisation(model, make_peer_envs(cfg, cfg.eval_episodes, cfg.seed + 10_000))
     # SB3 annotates both return shapes as one union; with return_episode_rewards it is (returns, lengths)
     episode_returns, _ = cast(
         tuple[list[float], list[int]],

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,12 +62,32 @@ def test_atari_settings_become_sb3s_atari_stack(compose_cfg):
     }
     assert (kwargs["clip_range"], kwargs["clip_range_vf"]) == (0.1, 0.1)
     assert kwargs["policy_kwargs"] == {"optimizer_kwargs": {"eps": 1e-5}}  # SB3's Nature CNN, no MLP settings
-    envs = sb3_peers.make_peer_envs(cfg.env, 2, seed=0)
+    envs = sb3_peers.make_peer_envs(cfg, 2, seed=0)
     assert envs.observation_space.shape == (84, 84, 4) and envs.action_space.n == 4
     assert envs.envs[0].unwrapped.ale.getFloat("repeat_action_probability") == 0.0
     envs.close()
     with pytest.raises(sb3_peers.PeerError, match="fire_on_life_loss=true"):
         sb3_peers.check_matchable(compose_cfg("algo=ppo_clip", "env=breakout", "env.fire_on_life_loss=false"))
+
+
+def test_mujoco_normalisation_becomes_vecnormalize_frozen_for_evaluation(compose_cfg):
+    pytest.importorskip("mujoco")
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    cfg = compose_cfg("algo=ppo_clip", "env=hopper")  # CleanRL's ppo_continuous_action settings
+    kwargs = sb3_peers.peer_kwargs(cfg)
+    assert (kwargs["n_steps"], kwargs["batch_size"], kwargs["n_epochs"], kwargs["ent_coef"]) == (2048, 64, 10, 0.0)
+    envs = sb3_peers.make_peer_envs(cfg, 1, seed=0)
+    assert isinstance(envs, VecNormalize) and envs.norm_obs and envs.norm_reward
+    assert (envs.clip_obs, envs.clip_reward, envs.gamma) == (10.0, np.inf, 0.99)
+    model = sb3_peers.make_peer(cfg, envs)
+    envs.reset()
+    for _ in range(5):
+        envs.step(np.zeros((1, 3), dtype=np.float32))
+    evaluation = sb3_peers.frozen_normalisation(model, sb3_peers.make_peer_envs(cfg, 2, seed=1))
+    assert evaluation.obs_rms is envs.obs_rms and not evaluation.training and not evaluation.norm_reward
+    envs.close()
+    evaluation.close()
 
 
 def test_a_peer_run_has_our_folder_format_and_tags(tmp_path):
