@@ -12,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
-from algos.rollout import Batch, Rollout
+from algos.rollout import Batch, EpisodeBookkeeping, Rollout
+from core.errors import NonFiniteError
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,3 +171,30 @@ def test_the_tasks_of_a_submitit_job_are_the_ranks_of_one_run(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(next((tmp_path / "sweep").glob("*/summary.json")).read_text())
     assert summary["distributed"]["ranks"] == 2 and summary["total_env_steps"] == 1280
+
+
+def _check_rewards_on_rank(rank: int, init_file: str, results) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    rewards = np.array([1.0, np.nan if rank == 1 else 2.0])
+    try:
+        EpisodeBookkeeping(2, kl=None)._check_finite(rewards, torch.zeros(2, 3))
+        results.put((rank, "no error"))
+    except NonFiniteError as err:
+        results.put((rank, str(err)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_non_finite_reward_on_one_rank_stops_every_rank(tmp_path):
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [
+        context.Process(target=_check_rewards_on_rank, args=(rank, str(tmp_path / "init"), results)) for rank in (0, 1)
+    ]
+    for process in processes:
+        process.start()
+    messages = dict(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert "returned a non-finite reward (nan)" in messages[1]
+    assert "another rank's environment returned a non-finite reward or observation" in messages[0]
