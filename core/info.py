@@ -12,9 +12,10 @@ At an episode's end, in `info["final_info"]` (each with its `_<key>` mask, as Gy
                    (the text env's text/gold_reward and text/proxy_reward).
     SAMPLES        a printable sample of the finished episode (the text env's prompt -> completion), the
                    latest few logged as TensorBoard text under SAMPLES_TAG.
-And one call the other way: a vector env may define `begin_batch()`, which the rollout calls as each batch of
-rollouts starts (`begin_batch` below). Checkpoints fall between batches, so state an env restarts there (the text
-env's KV cache of the reference model) is computed alike by a run and by the same run resumed.
+And one call the other way: a vector env, or an env inside Gymnasium's SyncVectorEnv, may define `begin_batch()`,
+which the rollout calls as each batch of rollouts starts (`begin_batch` below). Checkpoints fall between batches,
+so state an env restarts there (the text env's KV cache of the reference model) is computed alike by a run and by
+the same run resumed.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ SAMPLES_TAG = "text/samples"
 
 
 def begin_batch(envs: object) -> None:
-    """A batch of rollouts starts: tell an env that wants to know (see the module's docstring)."""
-    if hasattr(envs, "begin_batch"):
-        envs.begin_batch()
+    """A batch of rollouts starts: tell an env that wants to know (see the module's docstring), the vector env
+    itself or, inside Gymnasium's SyncVectorEnv, each of its environments."""
+    for env in [envs, *(sub.unwrapped for sub in getattr(envs, "envs", ()))]:
+        if hasattr(env, "begin_batch"):
+            env.begin_batch()
 
 
 @dataclass

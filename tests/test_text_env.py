@@ -120,6 +120,24 @@ def test_eos_terminates_the_limit_truncates_and_reward_comes_only_at_the_end(lm_
     assert (terminated, truncated, reward) == (True, False, 0.0)  # EOS at once: an empty completion
 
 
+def test_a_new_batch_restarts_the_reference_cache_of_token_envs_in_gymnasiums_vector_env(lm_and_tokenizer):
+    """So that a run resumed at a checkpoint (between batches) computes what the uninterrupted run computed."""
+    from core import info
+
+    model, tokenizer = lm_and_tokenizer
+
+    def make() -> TokenEnv:
+        return TokenEnv(length_task(), tokenizer, max_prompt_tokens=8, max_new_tokens=3, reference=model)
+
+    envs = gym.vector.SyncVectorEnv([make, make])
+    envs.reset(seed=0)
+    envs.step(np.array([5, 6]))
+    caches = [env.unwrapped.batch.reference_cache for env in envs.envs]
+    assert all(cache.cache is not None for cache in caches)
+    info.begin_batch(envs)
+    assert all(cache.cache is None for cache in caches)
+
+
 def test_vector_env_autoresets_and_reports_reference_logprobs(lm_and_tokenizer):
     model, tokenizer = lm_and_tokenizer
     envs = TokenVectorEnv(length_task(), tokenizer, num_envs=4, max_prompt_tokens=8, max_new_tokens=2, reference=model)

@@ -89,6 +89,10 @@ class TokenBatch:
             self.lengths[row] = self.prompt_lengths[row] = len(ids)
             self.prompt_index[row] = i
 
+    def restart_reference_cache(self) -> None:
+        if self.reference_cache is not None:
+            self.reference_cache.reset()
+
     @torch.no_grad()
     def reference_logprobs(self, actions: np.ndarray) -> np.ndarray:
         """log pi_ref(a|s) for every row, from one incremental step of the reference model over the batch (a row
@@ -171,6 +175,10 @@ class TokenEnv(gym.Env):
         self.batch.start(np.array([0]), self.np_random)
         return self.batch.tokens[0].copy(), {}
 
+    def begin_batch(self) -> None:
+        """As TokenVectorEnv.begin_batch, for this env inside one of Gymnasium's vector envs (core/info.py)."""
+        self.batch.restart_reference_cache()
+
     def step(self, action):
         actions = np.array([int(action)])
         info = {REF_LOGPROB: float(self.batch.reference_logprobs(actions)[0])} if self.batch.reference else {}
@@ -229,8 +237,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
     def begin_batch(self) -> None:
         """The rollout starts a batch (core/info.py): the reference's KV cache restarts from the sequences as they
         are, so that a run resumed from a checkpoint computes what the uninterrupted run computed."""
-        if self.batch.reference_cache is not None:
-            self.batch.reference_cache.reset()
+        self.batch.restart_reference_cache()
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         """`seed`: one for the whole batch, or one per row, as Gymnasium's vector envs take them: rows reset with
