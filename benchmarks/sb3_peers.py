@@ -12,7 +12,10 @@ set from env.*: no-ops, frame skip, episodic life, fire on reset, 84x84, reward 
 peer cannot match stops the run with a message. Known remaining differences: SB3's PPO stops an update early at
 1.5 x target_kl (ours at target_kl; both off by default); the critic of SB3's TRPO shares the policy's optimizer
 class; SB3's PPO clips the value prediction (clip_range_vf) where ours, as CleanRL, takes the larger of the clipped
-and unclipped value losses.
+and unclipped value losses; SB3's value loss is vf_coef * MSE where ours, as CleanRL, is vf_coef * 0.5 * MSE (with
+separate actor and critic networks and Adam this scale matters only through the joint gradient-norm clip).
+Observation and reward normalisation (MuJoCo's presets) is SB3's VecNormalize, which updates its statistics every
+step; ours updates the agent's at each rollout's start, from the previous rollout's observations.
 
 A run folder gets config.yaml (ours, plus the peer's class and arguments under `peer`), TensorBoard events with
 our tag names (charts/episodic_return and charts/episodic_length per finished episode, charts/SPS per rollout,
