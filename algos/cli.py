@@ -103,6 +103,9 @@ def run_job(cfg: DictConfig) -> float:
         cfg = config_for_run_dir(cfg, run_dir)
         print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
         summary = importlib.import_module(f"algos.{cfg.algo.name}").train(cfg, run_dir)
+        # Every rank done before any leaves the process group: a rank tearing its gloo connections down while
+        # another still held them has been seen to abort at exit ("terminate called without an active exception").
+        distributed.barrier()
     except (ConfigError, CheckpointError, NonFiniteError) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records this job as failed and the sweep goes on with the others
