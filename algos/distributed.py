@@ -18,11 +18,14 @@ Without torchrun (or with one rank) every function here is the identity, and a r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from core.errors import NonFiniteError
 
 
 def start_from_environment() -> None:
@@ -145,6 +148,19 @@ def agree_on_failure(failed: bool) -> bool:
     flag = torch.tensor([int(failed)])
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag)
+
+
+@contextmanager
+def stop_together(message_on_others: str) -> Iterator[None]:
+    """A NonFiniteError raised in the block on any rank is raised on every rank (`message_on_others` on the ranks
+    where the block itself passed), so that no rank waits in a collective for a rank that has gone."""
+    try:
+        yield
+    except NonFiniteError:
+        agree_on_failure(True)
+        raise
+    if agree_on_failure(False):
+        raise NonFiniteError(message_on_others)
 
 
 def gather_to_main(obj: Any) -> list[Any]:

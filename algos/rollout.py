@@ -160,17 +160,14 @@ class EpisodeBookkeeping:
     def _check_finite(self, rewards: np.ndarray, obs: torch.Tensor) -> None:
         """Every rank stops if any rank's environments returned a non-finite value (no rank waits for one gone)."""
         where = f"in update {self.batches_collected} (environment steps up to {self.global_step})"
-        try:
+        with distributed.stop_together(
+            f"another rank's environment returned a non-finite reward or observation {where}"
+        ):
             if not np.isfinite(rewards).all():
                 bad = rewards[~np.isfinite(rewards)][0]
                 raise NonFiniteError(f"the environment returned a non-finite reward ({bad}) {where}")
             if obs.is_floating_point() and not torch.isfinite(obs).all():
                 raise NonFiniteError(f"the environment returned a non-finite observation {where}")
-        except NonFiniteError:
-            distributed.agree_on_failure(True)
-            raise
-        if distributed.agree_on_failure(False):
-            raise NonFiniteError(f"another rank's environment returned a non-finite reward or observation {where}")
 
     def _record_episodes(self, info: dict, counted: np.ndarray | None = None) -> None:
         """Episode statistics from RecordEpisodeStatistics, which sits innermost (raw, unclipped return), and the

@@ -310,21 +310,16 @@ class Run(RunFolder, Generic[R]):
 
     def _check_finite(self, update: int, scalars: dict[str, float]) -> None:
         """Every rank stops if any rank's losses or parameters became non-finite (no rank waits for one gone)."""
-        try:
+        with distributed.stop_together(
+            f"another rank's losses or parameters became non-finite at update {update}; the last good "
+            f"checkpoint is kept at {self.checkpoint_path}"
+        ):
             self.check_finite(f"update {update}", scalars)
             if not all(torch.isfinite(p).all() for p in self.agent.parameters()):
                 raise NonFiniteError(
                     f"the agent's parameters became non-finite at update {update} (a non-finite "
                     f"gradient); the last good checkpoint is kept at {self.checkpoint_path}"
                 )
-        except NonFiniteError:
-            distributed.agree_on_failure(True)
-            raise
-        if distributed.agree_on_failure(False):
-            raise NonFiniteError(
-                f"another rank's losses or parameters became non-finite at update {update}; the last good "
-                f"checkpoint is kept at {self.checkpoint_path}"
-            )
         kl, alarm = scalars.get("losses/approx_kl"), self.config.run.kl_alarm
         if kl is not None and self.kl_target is not None and kl > alarm * self.kl_target:
             log.warning(
