@@ -18,13 +18,17 @@ an inadequate yardstick): best-of-N's gold reward interpolated linearly in proxy
 method's proxy reward (none outside best-of-N's range); likewise at equal (estimated) KL.
 
 Writes <out>/README.md (the command, one table), frontier.csv (one row per run and per N) and frontier.png (gold
-reward, gold positive fraction and proxy reward against KL).
+reward, gold positive fraction and proxy reward against KL). Every evaluation is also kept in <out>/cache/, keyed
+by what it depends on (the prompts, the seed, the reference and, for a run, its policy file's size and time), so a
+rerun with one more folder evaluates only that folder, and best-of-N's pool (the slow part: minutes per thousand
+prompts x samples) can be drawn once, early, while runs still train.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import shlex
@@ -147,11 +151,40 @@ def reference_of(settings, task) -> str:
     return str(local.resolve()) if local.exists() else str(name)
 
 
+def cached(cache_dir: Path | None, key: dict, compute):
+    """compute()'s JSON-able result, kept in cache_dir under a hash of `key` and read back while the key holds."""
+    if cache_dir is None:
+        return compute()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = cache_dir / f"{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())["value"]
+    value = compute()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"key": key, "value": value}, default=float))
+    partial.replace(path)
+    return value
+
+
+def policy_stamp(folder: Path) -> list:
+    """Size and modification time of the files the run's policy is loaded from (envs/text/evaluate.py,
+    trained_policy: checkpoint.pt first, else policy/)."""
+    files = [folder / "checkpoint.pt"] if (folder / "checkpoint.pt").is_file() else sorted((folder / "policy").glob("*"))
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
 def evaluate(
-    folders: list[tuple[Path, str]], num_prompts: int, best_of: list[int], pool_size: int | None, seed: int
+    folders: list[tuple[Path, str]],
+    num_prompts: int,
+    best_of: list[int],
+    pool_size: int | None,
+    seed: int,
+    cache_dir: Path | None = None,
 ) -> Frontier:
     """Each folder's policy on the same prompts (the first loadable folder's task, reference and prompts), one
-    sample per prompt after torch.manual_seed(seed); then best-of-N from that reference."""
+    sample per prompt after torch.manual_seed(seed); then best-of-N from that reference. With cache_dir, each
+    result is read from there where an earlier call computed it (`cached`)."""
     start = time.perf_counter()
     anchor: tuple | None = None
     prompts: list[str] = []
@@ -172,17 +205,29 @@ def evaluate(
                 f"{anchor[3].task!r} with {anchor[4]}"
             )
             continue
-        torch.manual_seed(seed)
-        metrics = policy_row(anchor[0], policy, anchor[1], anchor[2], prompts, settings.max_new_tokens)
+        key = {"reference": anchor[4], "task": settings.task, "prompts": prompts, "seed": seed}
+        key |= {"max_new_tokens": settings.max_new_tokens, "run": str(folder.resolve()), "policy": policy_stamp(folder)}
+        metrics = cached(cache_dir, key, lambda: sampled_policy_row(anchor, policy, prompts, settings, seed))
         points.append(Point(folder, method, run_seed, setting, metrics))
     if anchor is None:
         raise ConfigError("no folder could be evaluated: " + "; ".join(f"{f}: {r}" for f, r in skipped.items()))
     task, reference, tokenizer, settings, _ = anchor
     pool_size = pool_size or POOL_PER_N * max(best_of)
-    torch.manual_seed(seed)
-    rows = best_of_n_rows(task, reference, tokenizer, prompts, best_of, settings.max_new_tokens, pool_size)
+    key = {"reference": anchor[4], "task": settings.task, "prompts": prompts, "seed": seed, "best_of": best_of}
+    key |= {"pool": pool_size, "max_new_tokens": settings.max_new_tokens}
+
+    def draw_best_of_n() -> dict:
+        torch.manual_seed(seed)
+        return best_of_n_rows(task, reference, tokenizer, prompts, best_of, settings.max_new_tokens, pool_size)
+
+    rows = cached(cache_dir, key, draw_best_of_n)
     best = {n: rows[f"best-of-{n} (reference)"] for n in best_of}
     return Frontier(prompts, settings.max_new_tokens, pool_size, best, points, skipped, time.perf_counter() - start)
+
+
+def sampled_policy_row(anchor: tuple, policy, prompts: list[str], settings, seed: int) -> dict:
+    torch.manual_seed(seed)
+    return policy_row(anchor[0], policy, anchor[1], anchor[2], prompts, settings.max_new_tokens)
 
 
 def group_points(points: list[Point]) -> list[Group]:
@@ -368,13 +413,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "text_frontier")
+    parser.add_argument("--no-cache", action="store_true", help="evaluate everything afresh; keep nothing in <out>/cache")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     folders = [(f, "run") for f in args.runs] + [(f, "dpo") for f in args.dpo]
     try:
         if not folders:
             raise ConfigError("give at least one run folder with --runs or --dpo")
-        frontier = evaluate(folders, args.prompts, sorted(set(args.best_of)), args.pool, args.seed)
+        cache_dir = None if args.no_cache else args.out / "cache"
+        frontier = evaluate(folders, args.prompts, sorted(set(args.best_of)), args.pool, args.seed, cache_dir)
     except ConfigError as err:
         print(f"tokengym: error: {err}", file=sys.stderr)
         sys.exit(2)

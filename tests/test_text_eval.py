@@ -212,6 +212,36 @@ def test_the_frontier_runs_end_to_end_on_whatever_folders_exist(tiny_lm, compose
     assert (out / "frontier.png").stat().st_size > 0
 
 
+def test_the_frontier_reuses_its_cache_and_evaluates_only_what_is_new_or_changed(
+    tiny_lm, compose_cfg, tmp_path, monkeypatch
+):
+    """A rerun with one more folder evaluates that folder only, best-of-N's pool is not drawn again, and a run
+    whose policy file changed since is evaluated afresh."""
+    import os
+
+    import benchmarks.text_frontier as frontier
+
+    runs = [fake_run(tmp_path / f"rl-{s}", tiny_lm, compose_cfg, "fake_rl", s) for s in (0, 1, 2)]
+    out = tmp_path / "frontier"
+    common = ["--prompts", "2", "--best-of", "1", "2", "--out", str(out)]
+    frontier.main(["--runs", *map(str, runs[:2]), *common])
+    first = (out / "README.md").read_text().split("Samples")[0].splitlines()[8:]  # the table, less the timing
+
+    evaluated: list[str] = []
+    real_row = frontier.policy_row
+    monkeypatch.setattr(frontier, "policy_row", lambda *a: evaluated.append("run") or real_row(*a))
+    monkeypatch.setattr(frontier, "best_of_n_rows", lambda *a: pytest.fail("best-of-N was drawn again"))
+    frontier.main(["--runs", *map(str, runs[:2]), *common])
+    assert evaluated == [] and (out / "README.md").read_text().split("Samples")[0].splitlines()[8:] == first
+
+    frontier.main(["--runs", *map(str, runs), *common])
+    assert evaluated == ["run"]  # rl-2 only
+    weights = next((runs[0] / "policy").glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    frontier.main(["--runs", *map(str, runs), *common])
+    assert evaluated == ["run", "run"]  # rl-0, whose weights changed
+
+
 def test_the_frontier_report_groups_settings_and_finds_gold_at_equal_proxy(tmp_path):
     """Hand-made metrics: best-of-1 (proxy 0, gold 0.2) and best-of-4 (proxy 1, gold 0.4); a run at proxy 0.5 and
     gold 0.35 sits 0.05 above best-of-N's 0.30 there, and 0.017 under its 0.367 at the same KL (0.5 nats, with
