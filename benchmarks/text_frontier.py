@@ -35,6 +35,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -170,7 +171,8 @@ def cached(cache_dir: Path | None, key: dict, compute):
 def policy_stamp(folder: Path) -> list:
     """Size and modification time of the files the run's policy is loaded from (envs/text/evaluate.py,
     trained_policy: checkpoint.pt first, else policy/)."""
-    files = [folder / "checkpoint.pt"] if (folder / "checkpoint.pt").is_file() else sorted((folder / "policy").glob("*"))
+    checkpoint = folder / "checkpoint.pt"
+    files = [checkpoint] if checkpoint.is_file() else sorted((folder / "policy").glob("*"))
     return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
@@ -206,8 +208,9 @@ def evaluate(
             )
             continue
         key = {"reference": anchor[4], "task": settings.task, "prompts": prompts, "seed": seed}
-        key |= {"max_new_tokens": settings.max_new_tokens, "run": str(folder.resolve()), "policy": policy_stamp(folder)}
-        metrics = cached(cache_dir, key, lambda: sampled_policy_row(anchor, policy, prompts, settings, seed))
+        key |= {"max_new_tokens": settings.max_new_tokens, "run": str(folder.resolve())}
+        key |= {"policy": policy_stamp(folder)}
+        metrics = cached(cache_dir, key, partial(sampled_policy_row, anchor, policy, prompts, settings, seed))
         points.append(Point(folder, method, run_seed, setting, metrics))
     if anchor is None:
         raise ConfigError("no folder could be evaluated: " + "; ".join(f"{f}: {r}" for f, r in skipped.items()))
@@ -413,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "text_frontier")
-    parser.add_argument("--no-cache", action="store_true", help="evaluate everything afresh; keep nothing in <out>/cache")
+    parser.add_argument("--no-cache", action="store_true", help="evaluate all afresh; keep nothing in <out>/cache")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     folders = [(f, "run") for f in args.runs] + [(f, "dpo") for f in args.dpo]

@@ -53,9 +53,10 @@ Where TRL cannot match ours (the list in docs/sweeps.md)
   epoch.
 - Prompts: TRL draws prompts without replacement, epoch by epoch (a shuffled dataset; a task with fewer prompts
   than a batch needs is repeated); our env draws each group's prompt uniformly with replacement.
-- KL settings TRL has no form of, refused with a message: GRPO with env.kl_coef > 0 (KL in the reward; TRL's
-  GRPO has only the loss term), and a reference model other than the policy's initial weights
-  (env.reference_model). RLOO's adaptive coefficient is ours applied to TRL's beta (above).
+- Settings TRL has no form of, refused with a message: GRPO with env.kl_coef > 0 (KL in the reward; TRL's
+  GRPO has only the loss term), a reference model other than the policy's initial weights (env.reference_model)
+  and vBoN's log-quantile reward (env.quantile_reward_samples). RLOO's adaptive coefficient is ours applied to
+  TRL's beta (above).
 - Resume: a peer run is not resumable (resume= is refused); TRL keeps no checkpoint here.
 
 The run folder
@@ -164,6 +165,11 @@ def check_matchable(config: Config[Any]) -> None:
         raise PeerError(
             f"env.kl_coef={env.kl_coef} puts a KL penalty in the reward, which TRL's GRPOTrainer does not have (its "
             f"KL is the loss term, algo.kl_coef); set env.kl_coef=0 and give the KL weight as algo.kl_coef"
+        )
+    if env.quantile_reward_samples is not None:
+        raise PeerError(
+            f"env.quantile_reward_samples={env.quantile_reward_samples} (vBoN's log-quantile reward) is ours; the "
+            "peer scores completions with the task's reward: set env.quantile_reward_samples=null"
         )
     if env.reference_model is not None and env.reference_model != env.policy_model:
         raise PeerError(

@@ -538,3 +538,64 @@ def test_every_algorithm_runs_on_the_text_env(algo, tiny_lm, compose_cfg, tmp_pa
         tmp_path,
     )
     assert summary["total_env_steps"] == 64
+
+
+def test_vbon_rewards_are_the_log_rank_among_the_prompts_reference_rewards():
+    """F(r) = (#{r_j <= r} + 1) / (M + 1) from the prompt's sorted pool: below all three, tied with the middle
+    one, above all."""
+    from envs.text.quantile import ReferenceQuantileReward
+
+    quantile = ReferenceQuantileReward(length_task(), None, None, samples=3, max_new_tokens=4)
+    quantile.pools = {0: np.array([0.1, 0.5, 0.9]), 2: np.array([5.0, 6.0, 7.0])}
+    rewards = quantile(np.array([0, 0, 0, 2]), np.array([0.0, 0.5, 1.0, 6.5]))
+    np.testing.assert_allclose(rewards, np.log([1 / 4, 3 / 4, 4 / 4, 3 / 4]))
+
+
+def test_vbon_pools_are_a_function_of_the_prompt_and_leave_the_policys_random_stream_alone(lm_and_tokenizer):
+    """A prompt's reference samples are the same whenever and beside whatever they are drawn, and drawing them
+    does not move torch's global generator (so a resumed run computes the same rewards)."""
+    from envs.text.quantile import ReferenceQuantileReward
+
+    lm, tokenizer = lm_and_tokenizer
+    task = length_task()
+
+    def fresh():
+        return ReferenceQuantileReward(task, lm, tokenizer, samples=8, max_new_tokens=6)
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first, second = fresh(), fresh()
+    first.pool(1)
+    assert torch.equal(torch.get_rng_state(), state)
+    second.pool(0)
+    np.testing.assert_array_equal(second.pool(1), first.pool(1))
+    assert len(first.pool(1)) == 8 and np.all(np.diff(first.pool(1)) >= 0)
+    assert not np.array_equal(first.pool(0), first.pool(1))  # prompts differ: so do their samples
+
+
+def test_the_text_env_pays_vbon_rewards_in_training_only(tiny_lm, compose_cfg):
+    """env.quantile_reward_samples=M: every episode's reward is the log-rank of the task's reward of its
+    completion, in [-log(M + 1), 0]; the evaluation env pays the task's reward; M < 1 is refused."""
+    from core.checks import check_settings
+    from core.info import SAMPLES
+    from envs.text.env import Settings, make_vector_env
+
+    def settings(samples):
+        task = ("env=text", "env.task=examples/terse_task.py:make_task", f"env.policy_model={tiny_lm}")
+        cfg = compose_cfg(*task, "env.num_envs=4", "env.max_new_tokens=3", f"env.quantile_reward_samples={samples}")
+        return check_settings(Settings, cfg.env, "env.")
+
+    with pytest.raises(ConfigError, match="env.quantile_reward_samples=0 must be >= 1"):
+        settings(0)
+    train, evaluation = make_vector_env(settings(5), 4, training=True), make_vector_env(settings(5), 4, False)
+    assert train.reward_transform is not None and evaluation.reward_transform is None
+    train.reset(seed=0)
+    for _ in range(3):  # three tokens: every row ends (truncated) on the third step
+        _, reward, terminated, truncated, info = train.step(np.full(4, 7))
+    assert (terminated | truncated).all()
+    pairs = [sample.split(" -> ") for sample in info["final_info"][SAMPLES]]
+    task = train.batch.task
+    proxy = np.array([task.reward(prompt, completion) for prompt, completion in pairs])
+    prompt_index = np.array([task.prompts.index(prompt) for prompt, _ in pairs])
+    np.testing.assert_allclose(reward, train.reward_transform(prompt_index, proxy))
+    assert np.all((-np.log(6) - 1e-9 <= reward) & (reward <= 0))

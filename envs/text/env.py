@@ -215,8 +215,10 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         policy_model: str | None = None,
         gold=None,
         value_model: str | None = None,
+        reward_transform=None,
     ):
         self.num_envs, self.gold = num_envs, gold
+        self.reward_transform = reward_transform  # (prompt indices, task rewards) -> rewards; envs/text/quantile.py
         self.batch = TokenBatch(task, tokenizer, num_envs, max_prompt_tokens, max_new_tokens, reference)
         self.single_observation_space = TokenSequence(
             self.batch.tokens.shape[1], len(tokenizer), policy_model, task.corpus, value_model
@@ -264,12 +266,16 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         rewards = np.zeros(self.num_envs)
         if done.any():
             rows = np.flatnonzero(done)
-            rewards[rows] = self.batch.score(rows)
-            info.update(self._final_info(rows, done, rewards))
+            proxy = np.zeros(self.num_envs)
+            proxy[rows] = self.batch.score(rows)
+            rewards[rows] = proxy[rows]
+            if self.reward_transform is not None:
+                rewards[rows] = self.reward_transform(self.batch.prompt_index[rows], proxy[rows])
+            info.update(self._final_info(rows, done, rewards, proxy))
             self.batch.start(rows, self.np_random)
         return self.batch.tokens.copy(), rewards, terminated, truncated, info
 
-    def _final_info(self, rows: np.ndarray, done: np.ndarray, rewards: np.ndarray) -> dict:
+    def _final_info(self, rows: np.ndarray, done: np.ndarray, rewards: np.ndarray, proxy: np.ndarray) -> dict:
         final_obs = np.empty(self.num_envs, dtype=object)
         for row in rows:
             final_obs[row] = self.batch.tokens[row].copy()
@@ -286,7 +292,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         if self.gold is not None:
             gold = np.zeros(self.num_envs)
             gold[rows] = self.gold(*self.batch.texts(rows))
-            final_info[METRICS] = {"text/gold_reward": gold, "text/proxy_reward": episode["r"]}
+            final_info[METRICS] = {"text/gold_reward": gold, "text/proxy_reward": proxy}
             final_info[f"_{METRICS}"] = done.copy()
         return {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": final_info, "_final_info": done.copy()}
 
@@ -333,6 +339,9 @@ class Settings(VectorEnvSettings):
     kl_target: float | None  # per-sequence KL target in nats for the adaptive controller; null: fixed beta
     kl_horizon: int  # the adaptive controller's horizon (Ziegler et al. 2019), in environment steps
     bootstrap_truncated: bool  # false: the response limit is part of the task, its reward is final
+    # M: vBoN's reward log F(r) from M reference samples per prompt (envs/text/quantile.py); None: the task's r.
+    # A default, so that the config.yaml of a run made before the setting existed still loads.
+    quantile_reward_samples: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -340,6 +349,11 @@ class Settings(VectorEnvSettings):
             require(getattr(self, name) > 0, f"env.{name}={getattr(self, name)} must be > 0")
         require(self.kl_coef >= 0, f"env.kl_coef={self.kl_coef} must be >= 0")
         require(self.kl_target is None or self.kl_target > 0, f"env.kl_target={self.kl_target} must be > 0")
+        require(
+            self.quantile_reward_samples is None or self.quantile_reward_samples >= 1,
+            f"env.quantile_reward_samples={self.quantile_reward_samples} must be >= 1 (reference samples per "
+            "prompt; 16 or more for a usable CDF) or null for the task's own reward",
+        )
 
     def kl_penalty(self) -> KLPenalty | None:
         """The penalty to the reference model, whenever kl_coef > 0 (fixed beta, or adaptive with kl_target)."""
@@ -353,7 +367,9 @@ class Settings(VectorEnvSettings):
 
 def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenVectorEnv:
     """For training, the reference model is loaded and its log-probabilities reported (core/info.py: the KL penalty
-    in the reward, where env.kl_coef > 0, or the KL term of a loss such as GRPO's)."""
+    in the reward, where env.kl_coef > 0, or the KL term of a loss such as GRPO's); with
+    env.quantile_reward_samples, training rewards are vBoN's log-quantiles (envs/text/quantile.py), while evaluation
+    envs keep the task's reward, the figure every method is compared on."""
     from envs.text.loading import load_causal_lm, require_same_vocabulary
 
     task = load_task(settings.task, settings)
@@ -368,6 +384,13 @@ def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenV
         f"env.max_prompt_tokens + env.max_new_tokens = {length} is more than the model's "
         f"context of {context} tokens; lower them",
     )
+    quantile = None
+    if training and settings.quantile_reward_samples:
+        from envs.text.quantile import ReferenceQuantileReward
+
+        quantile = ReferenceQuantileReward(
+            task, reference, tokenizer, settings.quantile_reward_samples, settings.max_new_tokens
+        )
     return TokenVectorEnv(
         task,
         tokenizer,
@@ -378,6 +401,7 @@ def make_vector_env(settings: Settings, num_envs: int, training: bool) -> TokenV
         policy_model=str(policy_model),
         gold=task.gold,
         value_model=value_model_of(settings, task),
+        reward_transform=quantile,
     )
 
 

@@ -72,9 +72,10 @@ def _sample_batch(lm, tokenizer, prompts: list[str], n: int, max_new_tokens: int
     """One `generate` call; each sequence starts as an episode of the environment does (envs/text/tokens.py)."""
     encoded, ids, mask, pad = left_padded(tokenizer, prompts)
     width = ids.shape[1]
+    device = next(lm.parameters()).device
     out = lm.generate(
-        input_ids=ids,
-        attention_mask=mask,
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
         do_sample=True,
         top_k=0,
         top_p=1.0,

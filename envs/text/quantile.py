@@ -1,0 +1,56 @@
+"""vBoN's reward: the task's reward replaced by its log-quantile among reference samples of the same prompt.
+
+Amini et al. 2024, "Variational best-of-N alignment", sec. 3: for distinct rewards, best-of-N from the reference has
+the density pi_BoN(y|x) = N pi_ref(y|x) F(r(x, y))^(N - 1), with F(r) = P_{y' ~ pi_ref(.|x)}(r(x, y') <= r) the
+reward's CDF under the reference for that prompt. Hence
+
+    KL(pi || pi_BoN) = KL(pi || pi_ref) - (N - 1) E_pi[log F(r(x, y))] - log N,
+
+and minimising it is the KL-regularised RL problem with reward log F(r) and beta = 1 / (N - 1): with
+env.kl_coef=1/(N-1) and env.kl_target=null, any algorithm of the suite trains towards best-of-N's distribution
+itself (N = 16: kl_coef 0.0667). The objective is invariant to monotone transforms of the reward (its scale and
+outliers do not matter), and log F <= 0 rewards nothing beyond the reference's best.
+
+F is estimated from M reference samples of the prompt: F(r) ~ (#{j : r_j <= r} + 1) / (M + 1), the rank of r among
+the M rewards and itself, so log F lies in [-log(M + 1), 0]. Each prompt's M samples are drawn once, when the
+prompt is first scored, from a generator seeded by the prompt's index alone (outside torch's global stream, which
+the policy's sampling uses), so the rewards are a function of the prompt and completion: a resumed run computes
+what the uninterrupted run computed without the pools in its checkpoint, and seeds of a setting share them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from envs.text.tasks import TextTask
+
+POOL_SEED = 20240708  # offset of every prompt's seed (the date of Amini et al.'s first version)
+
+
+class ReferenceQuantileReward:
+    """log F(r) of each (prompt index, reward) pair, with F from `samples` reference completions per prompt."""
+
+    def __init__(self, task: TextTask, reference, tokenizer, samples: int, max_new_tokens: int):
+        self.task, self.reference, self.tokenizer = task, reference, tokenizer
+        self.samples, self.max_new_tokens = samples, max_new_tokens
+        self.pools: dict[int, np.ndarray] = {}  # prompt index -> its reference rewards, sorted
+
+    def __call__(self, prompt_index: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        ranks = [np.searchsorted(self.pool(int(i)), r, side="right") for i, r in zip(prompt_index, rewards)]
+        return np.log((np.asarray(ranks, dtype=float) + 1) / (self.samples + 1))
+
+    def pool(self, prompt_index: int) -> np.ndarray:
+        if prompt_index not in self.pools:
+            self.pools[prompt_index] = self._draw(prompt_index)
+        return self.pools[prompt_index]
+
+    def _draw(self, prompt_index: int) -> np.ndarray:
+        from envs.text.evaluate import proxy_scores, sample
+
+        device = next(self.reference.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(POOL_SEED + prompt_index)
+            drawn = sample(self.reference, self.tokenizer, [self.task.prompts[prompt_index]], self.samples,
+                           self.max_new_tokens)  # fmt: skip
+        return np.sort(proxy_scores(self.task, drawn.prompts, drawn.completions))
