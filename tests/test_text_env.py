@@ -311,10 +311,14 @@ def test_missing_model_folder_and_unknown_task_are_clear_errors(tiny_lm, tmp_pat
         assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
 
 
-def test_a_text_run_stopped_halfway_resumes_to_the_same_result(tiny_lm, compose_cfg, tmp_path):
+@pytest.mark.parametrize("reward", [[], ["env.quantile_reward_samples=4"]], ids=["task_reward", "vbon_reward"])
+def test_a_text_run_stopped_halfway_resumes_to_the_same_result(reward, tiny_lm, compose_cfg, tmp_path):
+    """With vBoN's reward too: the reference pools drawn before the stop come back from the checkpoint (drawn
+    again, they would take other samples from torch's generator and the runs would part)."""
     from tests.test_learning import train
 
     overrides = [
+        *reward,
         "algo=ppo_clip",
         "env=text",
         "env.task=examples/terse_task.py:make_task",
@@ -551,26 +555,25 @@ def test_vbon_rewards_are_the_log_rank_among_the_prompts_reference_rewards():
     np.testing.assert_allclose(rewards, np.log([1 / 4, 3 / 4, 4 / 4, 3 / 4]))
 
 
-def test_vbon_pools_are_a_function_of_the_prompt_and_leave_the_policys_random_stream_alone(lm_and_tokenizer):
-    """A prompt's reference samples are the same whenever and beside whatever they are drawn, and drawing them
-    does not move torch's global generator (so a resumed run computes the same rewards)."""
+def test_vbon_pools_are_drawn_once_per_prompt_in_one_batch_and_kept_in_the_state(lm_and_tokenizer):
+    """New prompts' pools come from one batch of M samples each, sorted; a prompt seen before draws nothing; a
+    fresh object loaded from the state gives the same rewards without drawing."""
     from envs.text.quantile import ReferenceQuantileReward
 
     lm, tokenizer = lm_and_tokenizer
-    task = length_task()
-
-    def fresh():
-        return ReferenceQuantileReward(task, lm, tokenizer, samples=8, max_new_tokens=6)
-
+    quantile = ReferenceQuantileReward(length_task(), lm, tokenizer, samples=8, max_new_tokens=6)
     torch.manual_seed(0)
+    rewards = quantile(np.array([2, 0, 2]), np.array([3.0, 1e6, -1.0]))
+    assert sorted(quantile.pools) == [0, 2]
+    assert all(len(pool) == 8 and np.all(np.diff(pool) >= 0) for pool in quantile.pools.values())
+    assert rewards[1] == 0.0 and rewards[2] == np.log(1 / 9)  # above every completion's length / below all
     state = torch.get_rng_state()
-    first, second = fresh(), fresh()
-    first.pool(1)
-    assert torch.equal(torch.get_rng_state(), state)
-    second.pool(0)
-    np.testing.assert_array_equal(second.pool(1), first.pool(1))
-    assert len(first.pool(1)) == 8 and np.all(np.diff(first.pool(1)) >= 0)
-    assert not np.array_equal(first.pool(0), first.pool(1))  # prompts differ: so do their samples
+    quantile(np.array([0]), np.array([1.0]))
+    assert torch.equal(torch.get_rng_state(), state)  # nothing drawn
+
+    restored = ReferenceQuantileReward(length_task(), None, None, samples=8, max_new_tokens=6)
+    restored.load_state_dict(quantile.state_dict())
+    np.testing.assert_array_equal(restored(np.array([2, 0, 2]), np.array([3.0, 1e6, -1.0])), rewards)
 
 
 def test_the_text_env_pays_vbon_rewards_in_training_only(tiny_lm, compose_cfg):

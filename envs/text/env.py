@@ -304,6 +304,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             "prompt_lengths": torch.from_numpy(b.prompt_lengths.copy()),
             "prompt_index": torch.from_numpy(b.prompt_index.copy()),
             "rng": self.np_random.bit_generator.state,
+            "reward_transform": self.reward_transform.state_dict() if self.reward_transform is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> bool:
@@ -312,6 +313,8 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         b.tokens, b.lengths = state["tokens"].numpy().copy(), state["lengths"].numpy().copy()
         b.prompt_lengths, b.prompt_index = state["prompt_lengths"].numpy().copy(), state["prompt_index"].numpy().copy()
         self.np_random.bit_generator.state = state["rng"]
+        if self.reward_transform is not None:
+            self.reward_transform.load_state_dict(state["reward_transform"])
         return True
 
 

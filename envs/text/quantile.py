@@ -13,9 +13,9 @@ outliers do not matter), and log F <= 0 rewards nothing beyond the reference's b
 
 F is estimated from M reference samples of the prompt: F(r) ~ (#{j : r_j <= r} + 1) / (M + 1), the rank of r among
 the M rewards and itself, so log F lies in [-log(M + 1), 0]. Each prompt's M samples are drawn once, when the
-prompt is first scored, from a generator seeded by the prompt's index alone (outside torch's global stream, which
-the policy's sampling uses), so the rewards are a function of the prompt and completion: a resumed run computes
-what the uninterrupted run computed without the pools in its checkpoint, and seeds of a setting share them.
+prompt is first scored, in one `generate` call with the other new prompts of that step, from torch's generator
+(the one the policy samples from); the pools drawn so far are part of the env's state in checkpoints, so a
+resumed run computes what the uninterrupted run computed.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import numpy as np
 import torch
 
 from envs.text.tasks import TextTask
-
-POOL_SEED = 20240708  # offset of every prompt's seed (the date of Amini et al.'s first version)
 
 
 class ReferenceQuantileReward:
@@ -37,20 +35,25 @@ class ReferenceQuantileReward:
         self.pools: dict[int, np.ndarray] = {}  # prompt index -> its reference rewards, sorted
 
     def __call__(self, prompt_index: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-        ranks = [np.searchsorted(self.pool(int(i)), r, side="right") for i, r in zip(prompt_index, rewards)]
+        self.draw([int(i) for i in dict.fromkeys(prompt_index) if int(i) not in self.pools])
+        ranks = [np.searchsorted(self.pools[int(i)], r, side="right") for i, r in zip(prompt_index, rewards)]
         return np.log((np.asarray(ranks, dtype=float) + 1) / (self.samples + 1))
 
-    def pool(self, prompt_index: int) -> np.ndarray:
-        if prompt_index not in self.pools:
-            self.pools[prompt_index] = self._draw(prompt_index)
-        return self.pools[prompt_index]
-
-    def _draw(self, prompt_index: int) -> np.ndarray:
+    def draw(self, prompt_indices: list[int]) -> None:
+        """The pools of these prompts, all in one batch of samples."""
         from envs.text.evaluate import proxy_scores, sample
 
-        device = next(self.reference.parameters()).device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(POOL_SEED + prompt_index)
-            drawn = sample(self.reference, self.tokenizer, [self.task.prompts[prompt_index]], self.samples,
-                           self.max_new_tokens)  # fmt: skip
-        return np.sort(proxy_scores(self.task, drawn.prompts, drawn.completions))
+        if not prompt_indices:
+            return
+        drawn = sample(self.reference, self.tokenizer, [self.task.prompts[i] for i in prompt_indices], self.samples,
+                       self.max_new_tokens)  # fmt: skip
+        scores = proxy_scores(self.task, drawn.prompts, drawn.completions).reshape(len(prompt_indices), self.samples)
+        self.pools.update(zip(prompt_indices, np.sort(scores, axis=1)))
+
+    def state_dict(self) -> dict:
+        indices = sorted(self.pools)
+        rewards = np.stack([self.pools[i] for i in indices]) if indices else np.zeros((0, self.samples))
+        return {"prompt_index": torch.tensor(indices, dtype=torch.long), "rewards": torch.from_numpy(rewards)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pools = dict(zip(state["prompt_index"].tolist(), state["rewards"].numpy().copy()))
