@@ -556,15 +556,16 @@ def test_vbon_rewards_are_the_log_rank_among_the_prompts_reference_rewards():
 
 
 def test_vbon_pools_are_drawn_once_per_prompt_in_one_batch_and_kept_in_the_state(lm_and_tokenizer):
-    """New prompts' pools come from one batch of M samples each, sorted; a prompt seen before draws nothing; a
-    fresh object loaded from the state gives the same rewards without drawing."""
+    """New prompts' pools, those of the episodes still in progress included, come from one batch of M samples
+    each, sorted; a prompt seen before draws nothing; a fresh object loaded from the state gives the same rewards
+    without drawing."""
     from envs.text.quantile import ReferenceQuantileReward
 
     lm, tokenizer = lm_and_tokenizer
     quantile = ReferenceQuantileReward(length_task(), lm, tokenizer, samples=8, max_new_tokens=6)
     torch.manual_seed(0)
-    rewards = quantile(np.array([2, 0, 2]), np.array([3.0, 1e6, -1.0]))
-    assert sorted(quantile.pools) == [0, 2]
+    rewards = quantile(np.array([2, 0, 2]), np.array([3.0, 1e6, -1.0]), in_progress=np.array([1, 2]))
+    assert sorted(quantile.pools) == [0, 1, 2]  # prompt 1's episode is still going: its pool is drawn with these
     assert all(len(pool) == 8 and np.all(np.diff(pool) >= 0) for pool in quantile.pools.values())
     assert rewards[1] == 0.0 and rewards[2] == np.log(1 / 9)  # above every completion's length / below all
     state = torch.get_rng_state()

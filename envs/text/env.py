@@ -270,7 +270,8 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             proxy[rows] = self.batch.score(rows)
             rewards[rows] = proxy[rows]
             if self.reward_transform is not None:
-                rewards[rows] = self.reward_transform(self.batch.prompt_index[rows], proxy[rows])
+                index = self.batch.prompt_index
+                rewards[rows] = self.reward_transform(index[rows], proxy[rows], in_progress=index)
             info.update(self._final_info(rows, done, rewards, proxy))
             self.batch.start(rows, self.np_random)
         return self.batch.tokens.copy(), rewards, terminated, truncated, info

@@ -13,7 +13,7 @@ outliers do not matter), and log F <= 0 rewards nothing beyond the reference's b
 
 F is estimated from M reference samples of the prompt: F(r) ~ (#{j : r_j <= r} + 1) / (M + 1), the rank of r among
 the M rewards and itself, so log F lies in [-log(M + 1), 0]. Each prompt's M samples are drawn once, when the
-prompt is first scored, in one `generate` call with the other new prompts of that step, from torch's generator
+prompt is first scored, in one `generate` call with those of every episode then in progress, from torch's generator
 (the one the policy samples from); the pools drawn so far are part of the env's state in checkpoints, so a
 resumed run computes what the uninterrupted run computed.
 """
@@ -34,8 +34,10 @@ class ReferenceQuantileReward:
         self.samples, self.max_new_tokens = samples, max_new_tokens
         self.pools: dict[int, np.ndarray] = {}  # prompt index -> its reference rewards, sorted
 
-    def __call__(self, prompt_index: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-        self.draw([int(i) for i in dict.fromkeys(prompt_index) if int(i) not in self.pools])
+    def __call__(self, prompt_index: np.ndarray, rewards: np.ndarray, in_progress: np.ndarray = ()) -> np.ndarray:
+        """The rewards' log F; pools missing for these prompts or for those of the episodes `in_progress` (every
+        row's, from the env: their episodes end over the next steps) are drawn first, together."""
+        self.draw([int(i) for i in dict.fromkeys([*prompt_index, *in_progress]) if int(i) not in self.pools])
         ranks = [np.searchsorted(self.pools[int(i)], r, side="right") for i, r in zip(prompt_index, rewards)]
         return np.log((np.asarray(ranks, dtype=float) + 1) / (self.samples + 1))
 
