@@ -20,6 +20,8 @@ resumed run computes what the uninterrupted run computed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ class ReferenceQuantileReward:
         self.samples, self.max_new_tokens = samples, max_new_tokens
         self.pools: dict[int, np.ndarray] = {}  # prompt index -> its reference rewards, sorted
 
-    def __call__(self, prompt_index: np.ndarray, rewards: np.ndarray, in_progress: np.ndarray = ()) -> np.ndarray:
+    def __call__(self, prompt_index: np.ndarray, rewards: np.ndarray, in_progress: Sequence[int] = ()) -> np.ndarray:
         """The rewards' log F; pools missing for these prompts or for those of the episodes `in_progress` (every
         row's, from the env: their episodes end over the next steps) are drawn first, together."""
         self.draw([int(i) for i in dict.fromkeys([*prompt_index, *in_progress]) if int(i) not in self.pools])
