@@ -138,11 +138,12 @@ def describe(folder: Path, default_method: str) -> tuple[str, int | None, dict]:
 
 
 def setting_of(config: dict) -> dict:
-    """A run's config flattened to dotted keys, less what differs between seeds of one setting."""
+    """A run's config flattened to dotted keys, less what differs between seeds of one setting, and less null
+    values (a setting added later with a null default is the same setting as its absence in an older run)."""
     return {
         k: v
         for k, v in flatten(config).items()
-        if k.split(".")[0] not in NOT_A_SETTING and k.split(".")[-1] not in RUN_SPECIFIC
+        if k.split(".")[0] not in NOT_A_SETTING and k.split(".")[-1] not in RUN_SPECIFIC and v is not None
     }
 
 

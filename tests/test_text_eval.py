@@ -262,6 +262,7 @@ def test_the_frontier_report_groups_settings_and_finds_gold_at_equal_proxy(tmp_p
     assert setting_of({"seed": 3, "algo": {"kl": 0.1}, "peer": {"config": {"seed": 3, "output_dir": "r3/trl"}}}) == {
         "algo.kl": 0.1
     }
+    assert setting_of({"env": {"new_setting": None}, "algo": {"kl": 0.1}}) == setting_of({"algo": {"kl": 0.1}})
     best = {1: metrics(0.0, 0.0, 0.2), 4: metrics(0.6, 1.0, 0.4)}
     frontier = Frontier(["p"], 4, 16, best, points)
     groups = group_points(points)
