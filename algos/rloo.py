@@ -9,10 +9,12 @@ sec. 3.1), scored by its whole return R(y_i), and baselined by the mean return o
 
 There is no critic. The KL to the reference enters as a per-sequence penalty in the reward,
 R(y) = r(x, y) - beta sum_t log(pi(a_t|s_t) / pi_ref(a_t|s_t)), which the shared rollout already adds for any env
-that reports a reference policy (env.kl_coef). With `clip_coef` set, the update is PPO-style instead: the clipped
-surrogate (algos/ppo_clip.py, eq. 7) of each step's ratio with the sequence's advantage, summed over the sequence,
-over `update_epochs` passes (TRL 1.16's RLOOTrainer clips the whole sequence's ratio instead; at one on-policy step
-the two gradients are equal).
+that reports a reference policy (env.kl_coef). With `clip_coef` set, the update is PPO-style instead, over
+`update_epochs` passes: the clipped surrogate (algos/ppo_clip.py, eq. 7) of each step's ratio with the sequence's
+advantage, summed over the sequence (`clip_level=token`), or of the whole sequence's ratio
+r_i = pi(y_i|x) / pi_old(y_i|x) (`clip_level=sequence`, as TRL 1.16's RLOOTrainer has it). At one on-policy step
+both gradients equal the plain estimator's; after it, a sequence of T tokens may move by up to (1 + eps)^T under
+token-level clipping and by 1 + eps under sequence-level clipping.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from algos.losses import approx_kl
 from algos.ppo_clip import clipped_surrogate
 from algos.run import start_group_run
 from algos.settings import check_config
-from core.checks import require, require_positive
+from core.checks import require, require_choice, require_positive
 
 
 def leave_one_out_advantages(returns: torch.Tensor, k: int) -> torch.Tensor:
@@ -50,10 +52,20 @@ def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, episode: tor
 def clipped_sequence_loss(
     ratio: torch.Tensor, advantages: torch.Tensor, episode: torch.Tensor, clip_coef: float
 ) -> torch.Tensor:
-    """RLOO with PPO-style clipping: -mean over sequences of sum_t min(r_t A_i, clip(r_t) A_i)."""
+    """RLOO with PPO-style clipping of each token: -mean over sequences of sum_t min(r_t A_i, clip(r_t) A_i)."""
     episodes = episode.unique()
     per_step = clipped_surrogate(ratio, advantages[episode], clip_coef)
     return -sequence_sums(per_step, episode, len(advantages))[episodes].mean()
+
+
+def clipped_sequence_ratio_loss(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, episode: torch.Tensor, clip_coef: float
+) -> torch.Tensor:
+    """RLOO with PPO-style clipping of the sequence (TRL's): -mean_i min(r_i A_i, clip(r_i) A_i), with
+    r_i = exp(sum_t log r_i,t) the ratio of the whole sequence's probabilities."""
+    episodes = episode.unique()
+    ratio = sequence_sums(log_ratio, episode, len(advantages))[episodes].exp()
+    return -clipped_surrogate(ratio, advantages[episodes], clip_coef).mean()
 
 
 @dataclass
@@ -68,6 +80,7 @@ class Hyperparameters:
     adam_eps: float = 1e-5
     normalize_advantages: bool = False  # divide the batch's leave-one-out advantages by their std (TRL's option)
     clip_coef: float | None = None  # null: plain REINFORCE, one step per batch; a number: PPO-style clipping
+    clip_level: str = "token"  # what clip_coef clips: each token's ratio, or the whole sequence's (TRL's)
     update_epochs: int = 1  # passes over each batch (more than 1 needs clip_coef)
     num_minibatches: int = 1  # sets of whole episodes per pass
     max_grad_norm: float = 0.5
@@ -88,6 +101,7 @@ class Hyperparameters:
             self.clip_coef is None or 0 < self.clip_coef <= 1,
             f"algo.clip_coef={self.clip_coef} must lie in (0, 1], or be null for plain REINFORCE",
         )
+        require_choice(self, "clip_level", ("token", "sequence"))
         require(
             self.clip_coef is not None or self.update_epochs * self.num_minibatches == 1,
             "plain REINFORCE (algo.clip_coef=null) takes one step per batch; set algo.update_epochs=1 and "
@@ -102,10 +116,13 @@ def rloo_loss(
     batch: EpisodeBatch,
     idx: torch.Tensor | slice,
     clip_coef: float | None,
+    clip_level: str,
 ) -> torch.Tensor:
     episode = batch.episode[idx]
     if clip_coef is None:
         return reinforce_loss(logprob, advantages, episode)
+    if clip_level == "sequence":
+        return clipped_sequence_ratio_loss(logprob - old_logprob, advantages, episode, clip_coef)
     return clipped_sequence_loss((logprob - old_logprob).exp(), advantages, episode, clip_coef)
 
 
@@ -131,7 +148,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         for _ in range(hp.update_epochs):
             for idx in batch.minibatch_indices(hp.num_minibatches):
                 logprob, entropy, _ = agent.evaluate(batch.obs[idx], batch.actions[idx])
-                loss = rloo_loss(logprob, batch.logprobs[idx], advantages, batch, idx, hp.clip_coef)
+                loss = rloo_loss(logprob, batch.logprobs[idx], advantages, batch, idx, hp.clip_coef, hp.clip_level)
                 optimizer.zero_grad()
                 loss.backward()
                 distributed.average_gradients(params)

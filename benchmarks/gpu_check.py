@@ -293,8 +293,9 @@ def rloo_objective(agent, b) -> Outputs:
     logprob, _, _ = agent.evaluate(b.obs, b.actions)
     return Outputs(
         {
-            "rloo_loss (REINFORCE)": rloo_loss(logprob, b.logprobs, advantages, b, slice(None), None),
-            "rloo_loss (clipped)": rloo_loss(logprob, b.logprobs, advantages, b, slice(None), 0.2),
+            "rloo_loss (REINFORCE)": rloo_loss(logprob, b.logprobs, advantages, b, slice(None), None, "token"),
+            "rloo_loss (clipped)": rloo_loss(logprob, b.logprobs, advantages, b, slice(None), 0.2, "token"),
+            "rloo_loss (sequence-clipped)": rloo_loss(logprob, b.logprobs, advantages, b, slice(None), 0.2, "sequence"),
         },
         {"leave_one_out_advantages": advantages},
     )

@@ -42,8 +42,9 @@ What is the same, setting by setting
 
 Where TRL cannot match ours (the list in docs/sweeps.md)
 - RLOO's clipping: TRL 1.16 clips the sequence's ratio exp(sum_t log r_t) (its per-sequence loss
-  -min(r A, clip(r) A)); ours with algo.clip_coef clips each token's ratio and sums the clipped terms. With
-  algo.clip_coef=null (our default: one on-policy step per batch) the two give the same gradient.
+  -min(r A, clip(r) A)), as ours does with algo.clip_level=sequence; ours with the default clip_level=token clips
+  each token's ratio and sums the clipped terms. With algo.clip_coef=null (one on-policy step per batch) all
+  three give the same gradient.
 - RLOO's advantage normalisation: TRL subtracts the batch mean and divides by std + 1e-4, ours divides by
   std + 1e-8 (leave-one-out advantages have zero mean per group, so only the epsilon differs).
 - GRPO's std scaling: TRL divides by std + 1e-4, ours by std (1 where a group's std is 0).

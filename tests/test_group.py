@@ -1,6 +1,7 @@
 """The group-relative algorithms (GRPO, RLOO): their advantages and KL term on hand-computed cases, grouped resets,
 short runs, resume, and bad input."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,20 @@ def test_the_rloo_loss_is_minus_advantage_times_the_sequence_log_probability():
     assert loss.item() == pytest.approx(-(2.0 * -3.0 + -1.0 * -0.5) / 2)
     loss.backward()
     assert logprob.grad.tolist() == pytest.approx([-1.0, -1.0, 0.5])
+
+
+def test_sequence_level_clipping_clips_the_product_of_the_tokens_ratios():
+    """Episode 0: log-ratios 0.1 + 0.1, r = e^0.2 = 1.221 > 1.2 with A = +1: clipped to 1.2, no gradient;
+    episode 1: r = e^-0.3 = 0.741 < 0.8 with A = -1: min(-0.741, -0.8) = -0.8, clipped. Token-level clipping
+    leaves episode 0's tokens (1.105 each) unclipped."""
+    log_ratio = torch.tensor([0.1, 0.1, -0.3], requires_grad=True)
+    episode, advantages = torch.tensor([0, 0, 1]), torch.tensor([1.0, -1.0])
+    loss = rloo.clipped_sequence_ratio_loss(log_ratio, advantages, episode, 0.2)
+    assert loss.item() == pytest.approx(-(1.2 - 0.8) / 2)
+    loss.backward()
+    assert log_ratio.grad.tolist() == [0.0, 0.0, 0.0]
+    per_token = rloo.clipped_sequence_loss(log_ratio.detach().exp(), advantages, episode, 0.2)
+    assert per_token.item() == pytest.approx(-(2 * math.exp(0.1) - 0.8) / 2)
 
 
 # ------------------------------------------------------------------------------------------- grouped resets
