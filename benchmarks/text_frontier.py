@@ -245,7 +245,7 @@ def group_points(points: list[Point]) -> list[Group]:
         siblings = [m[0].setting for (other, _), m in keyed.items() if other == method]
         keys = sorted(set().union(*siblings))
         differing = [k for k in keys if len({json.dumps(s.get(k), default=str) for s in siblings}) > 1]
-        label = ", ".join(f"{k}={members[0].setting.get(k)}" for k in differing)
+        label = ", ".join(f"{k}={members[0].setting.get(k, 'unset')}" for k in differing)
         groups.append(Group(method, label, members))
     return groups
 
