@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from envs.text.sampling import proxy_scores, sample
 from envs.text.tasks import TextTask
 
 
@@ -45,8 +46,6 @@ class ReferenceQuantileReward:
 
     def draw(self, prompt_indices: list[int]) -> None:
         """The pools of these prompts, all in one batch of samples."""
-        from envs.text.evaluate import proxy_scores, sample
-
         if not prompt_indices:
             return
         drawn = sample(self.reference, self.tokenizer, [self.task.prompts[i] for i in prompt_indices], self.samples,
