@@ -163,9 +163,9 @@ def cached(cache_dir: Path | None, key: dict, compute):
         return json.loads(path.read_text())["value"]
     value = compute()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({"key": key, "value": value}, default=float))
-    partial.replace(path)
+    unfinished = path.with_suffix(".partial")
+    unfinished.write_text(json.dumps({"key": key, "value": value}, default=float))
+    unfinished.replace(path)
     return value
 
 
